@@ -1,0 +1,228 @@
+"""Framework-free model configuration shared by physnets_jax and physnets_torch.
+
+A decoder-only LM is ``embedding -> n_layer x Block(mixer, mlp, residual) -> final norm -> head``;
+every slot is chosen by a string. Presets are named configurations of those slots.
+This module imports neither JAX nor torch, so both backends (and tools) can use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any
+
+# Valid choices per slot. A new component adds its name here and its builder in both backends'
+# layers/__init__.py (MIXERS, MLPS, ...).
+EMBEDDINGS = ("learned", "token")
+MIXERS = ("attention", "ripple")
+MLPS = ("gelu", "relu", "ripple", "swiglu")
+RESIDUALS = ("add",)
+HEADS = ("linear",)
+NORMS = ("layernorm", "rmsnorm")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Every hyper-parameter of the composable decoder; validated on construction."""
+
+    vocab_size: int = 65
+    block_size: int = 256
+    n_layer: int = 6
+    n_head: int = 6
+    n_embd: int = 384
+    dropout: float = 0.0
+    bias: bool = True  # biases of the attention projections (LayerNorms always have a shift)
+
+    embedding: str = "learned"
+    mixer: str = "attention"
+    mlp: str = "gelu"
+    residual: str = "add"
+    head: str = "linear"
+    norm: str = "layernorm"
+    norm_eps: float = 1e-5
+    prenorm: bool = True  # False: post-norm blocks, x = norm(x + f(x)), no final norm
+    tie_embeddings: bool = True
+
+    mlp_hidden: int | None = None  # None: the MLP kind's own default width (4x, or 8/3x for ripple)
+    mlp_bias: bool = True
+    attn_out_proj: bool = True  # ripple: the reference has none (False in the preset)
+    ripple_decay_init: float = -0.8  # lambda_h at init; its absolute value is the slope
+
+    init_std: float = 0.02
+    scaled_residual_init: bool = True  # residual projections N(0, std/sqrt(2 n_layer)) (GPT-2)
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            _require_positive_int(name, getattr(self, name))
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}"
+            )
+        if self.mlp_hidden is not None:
+            _require_positive_int("mlp_hidden", self.mlp_hidden)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
+        if not self.norm_eps > 0:
+            raise ValueError(f"norm_eps={self.norm_eps} must be > 0")
+        if not self.init_std > 0:
+            raise ValueError(f"init_std={self.init_std} must be > 0")
+        for field, choices in (
+            ("embedding", EMBEDDINGS),
+            ("mixer", MIXERS),
+            ("mlp", MLPS),
+            ("residual", RESIDUALS),
+            ("head", HEADS),
+            ("norm", NORMS),
+        ):
+            value = getattr(self, field)
+            if value not in choices:
+                raise ValueError(
+                    f"{field}={value!r} is not a known {field}; valid choices: {', '.join(choices)}"
+                )
+        if self.tie_embeddings and self.head != "linear":
+            raise ValueError(f"tie_embeddings=True needs head='linear', got head={self.head!r}")
+
+    @property
+    def head_size(self) -> int:
+        """Width of one attention head, n_embd // n_head."""
+        return self.n_embd // self.n_head
+
+    @property
+    def residual_init_std(self) -> float:
+        """Init std of projections writing into the residual stream (GPT-2: std/sqrt(2 n_layer))."""
+        if self.scaled_residual_init:
+            return self.init_std / (2 * self.n_layer) ** 0.5
+        return self.init_std
+
+    @property
+    def mlp_width(self) -> int:
+        """Hidden width of the MLP: 4 n_embd for plain MLPs; the gated product's width for
+        'ripple' (RippleGPT: int(8 n_embd / 3) rounded up to even, halved; 384 -> 512) and
+        'swiglu' (int(8 n_embd / 3)). mlp_hidden overrides."""
+        if self.mlp_hidden is not None:
+            return self.mlp_hidden
+        if self.mlp == "ripple":
+            width = int(self.n_embd * 8 / 3)
+            return (width + width % 2) // 2
+        if self.mlp == "swiglu":
+            return int(8 * self.n_embd / 3)
+        return 4 * self.n_embd
+
+    @property
+    def extrapolates(self) -> bool:
+        """Whether the model accepts sequences longer than block_size (no learned positions)."""
+        return self.embedding != "learned"
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of all fields (JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """JSON text of all fields, sorted."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
+        """Build from a dict; unknown keys raise a ValueError that lists them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields: {', '.join(unknown)}")
+        return cls(**dict(data))
+
+    def diff(self, other: ModelConfig) -> dict[str, tuple[Any, Any]]:
+        """Fields whose values differ, as {field: (self_value, other_value)}."""
+        a, b = self.to_dict(), other.to_dict()
+        return {k: (a[k], b[k]) for k in a if a[k] != b.get(k)}
+
+
+def _require_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name}={value!r} must be a positive integer")
+
+
+# --------------------------------------------------------------------------------------------
+# Presets. Names are API. Each preset has sizes; "small" is the seed's own size.
+
+_SIZES: dict[str, dict[str, dict[str, Any]]] = {}
+_PRESETS: dict[str, dict[str, Any]] = {}
+_DEFAULT_SIZE: dict[str, str] = {}
+
+
+def register_preset(
+    name: str, base: dict[str, Any], sizes: dict[str, dict[str, Any]], default_size: str = "small"
+) -> None:
+    """Register a preset: base fields plus named sizes ("nano" for tests, "small" = seed)."""
+    _PRESETS[name] = dict(base)
+    _SIZES[name] = {k: dict(v) for k, v in sizes.items()}
+    _DEFAULT_SIZE[name] = default_size
+
+
+def preset_names() -> tuple[str, ...]:
+    """All registered preset names."""
+    return tuple(sorted(_PRESETS))
+
+
+def preset_sizes(name: str) -> tuple[str, ...]:
+    """Size names registered for a preset."""
+    _check_preset(name)
+    return tuple(_SIZES[name])
+
+
+def _check_preset(name: str) -> None:
+    if name not in _PRESETS:
+        raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(preset_names())}")
+
+
+def preset(name: str, size: str | None = None, **overrides: Any) -> ModelConfig:
+    """The ModelConfig of a named preset, e.g. preset("ripplegpt", "nano", vocab_size=80).
+
+    The name may carry a size suffix, e.g. "ripplegpt-nano".
+    """
+    if name not in _PRESETS and "-" in name:
+        base_name, _, suffix = name.rpartition("-")
+        if base_name in _PRESETS and suffix in _SIZES[base_name] and size is None:
+            name, size = base_name, suffix
+    _check_preset(name)
+    size = size or _DEFAULT_SIZE[name]
+    if size not in _SIZES[name]:
+        raise ValueError(
+            f"unknown size {size!r} for preset {name!r}; valid sizes: {', '.join(_SIZES[name])}"
+        )
+    fields = {**_PRESETS[name], **_SIZES[name][size], **overrides}
+    return ModelConfig.from_dict(fields)
+
+
+_CHAR_SIZES = {
+    "nano": dict(vocab_size=65, block_size=32, n_layer=2, n_head=2, n_embd=32),
+    "micro": dict(vocab_size=65, block_size=128, n_layer=4, n_head=4, n_embd=128),
+    "small": dict(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384),
+}
+
+# nanoGPT-style baseline: learned absolute positions, fused-qkv softmax attention with output
+# projection, 4x GELU MLP, tied head. Cannot run beyond block_size.
+register_preset(
+    "gpt",
+    dict(
+        embedding="learned", mixer="attention", mlp="gelu", residual="add", head="linear",
+        norm="layernorm", bias=True, tie_embeddings=True, dropout=0.2,
+    ),
+    _CHAR_SIZES,
+)
+
+# RippleGPT (Tavernari/RippleGPT src/model.py): token embedding only, decay-biased attention
+# with no output projection, gated RippleMLP, untied bias-free head.
+register_preset(
+    "ripplegpt",
+    dict(
+        embedding="token", mixer="ripple", mlp="ripple", residual="add", head="linear",
+        norm="layernorm", bias=False, tie_embeddings=False, attn_out_proj=False,
+        dropout=0.2, scaled_residual_init=False,
+    ),
+    _CHAR_SIZES,
+)

@@ -1,0 +1,113 @@
+"""Autoregressive sampling: temperature, top-k or greedy, with or without a decoding cache."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from physnets_jax.model import Decoder, check_tokens
+
+
+def sample_logits(
+    logits_BxV: jax.Array, key: jax.Array, *, temperature: float = 1.0, top_k: int | None = None,
+    greedy: bool = False,
+) -> jax.Array:
+    """Next token ids (B,) from last-position logits: argmax, or a draw from softmax(logits / T)
+    restricted to the top_k largest logits."""
+    if greedy:
+        return jnp.argmax(logits_BxV, axis=-1)
+    logits_BxV = logits_BxV / temperature
+    if top_k is not None:
+        kth_B1 = jax.lax.top_k(logits_BxV, min(top_k, logits_BxV.shape[-1]))[0][:, -1:]
+        logits_BxV = jnp.where(logits_BxV < kth_B1, -jnp.inf, logits_BxV)
+    return jax.random.categorical(key, logits_BxV, axis=-1)
+
+
+@partial(jax.jit, static_argnums=0)
+def _forward_cached(graphdef, state, tokens_BxT, cache):
+    model = nnx.merge(graphdef, state)
+    logits, cache = model(tokens_BxT, cache=cache)
+    return logits[:, -1], cache
+
+
+@partial(jax.jit, static_argnums=(0,))
+def _forward_at(graphdef, state, tokens_BxT, index):
+    model = nnx.merge(graphdef, state)
+    return jnp.take(model(tokens_BxT), index, axis=1)
+
+
+def _check_generate_args(model: Decoder, prompt_BxT, max_new_tokens: int, temperature, top_k) -> None:
+    check_tokens(prompt_BxT, model.cfg.replace(embedding="token"))
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a non-negative integer")
+    if not temperature > 0:
+        raise ValueError(f"temperature={temperature} must be > 0 (use greedy=True for argmax)")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k={top_k!r} must be a positive integer or None")
+
+
+def generate(
+    model: Decoder,
+    prompt_BxT,
+    max_new_tokens: int,
+    *,
+    key: jax.Array | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    greedy: bool = False,
+    use_cache: bool = True,
+    crop: bool = False,
+) -> jax.Array:
+    """Extend prompt (B, T) by max_new_tokens sampled tokens: returns (B, T + max_new_tokens).
+
+    With use_cache the prompt is encoded once and each new token runs one cached step. Models
+    with learned absolute positions cannot go past block_size: that raises a ValueError unless
+    crop=True, which slides a block_size window and re-runs it per token (nanoGPT's behaviour).
+    The model is put in eval mode (dropout off).
+    """
+    _check_generate_args(model, prompt_BxT, max_new_tokens, temperature, top_k)
+    prompt_BxT = jnp.asarray(prompt_BxT)
+    B, T = prompt_BxT.shape
+    total = T + max_new_tokens
+    cfg = model.cfg
+    if not cfg.extrapolates and total > cfg.block_size and not crop:
+        raise ValueError(
+            f"prompt ({T}) + max_new_tokens ({max_new_tokens}) = {total} exceeds block_size="
+            f"{cfg.block_size}: embedding={cfg.embedding!r} has learned positions only up to "
+            "block_size; pass crop=True to slide a block_size window instead"
+        )
+    key = jax.random.key(0) if key is None else key
+    model.eval()
+    graphdef, state = nnx.split(model)
+    keys = jax.random.split(key, max(max_new_tokens, 1))
+    out = np.zeros((B, total), dtype=np.asarray(prompt_BxT).dtype)
+    out[:, :T] = np.asarray(prompt_BxT)
+    if max_new_tokens == 0:
+        return jnp.asarray(out)
+    sample = partial(sample_logits, temperature=temperature, top_k=top_k, greedy=greedy)
+
+    if use_cache and (cfg.extrapolates or total <= cfg.block_size):
+        dtype = jax.tree.leaves(nnx.state(model, nnx.Param))[0].dtype
+        cache = model.init_cache(B, total, dtype)
+        last_BxV, cache = _forward_cached(graphdef, state, prompt_BxT, cache)
+        for i in range(max_new_tokens):
+            token_B = sample(last_BxV, keys[i])
+            out[:, T + i] = np.asarray(token_B)
+            if i + 1 < max_new_tokens:
+                last_BxV, cache = _forward_cached(graphdef, state, token_B[:, None], cache)
+        return jnp.asarray(out)
+
+    # No cache: re-run the model each step on a fixed-shape buffer (causal, so the zero padding
+    # after position t does not change the logits at t); one compilation for the whole loop.
+    width = min(total, cfg.block_size) if not cfg.extrapolates else total
+    for i in range(max_new_tokens):
+        t = T + i
+        start = max(0, t - width)
+        window = jnp.asarray(out[:, start : start + width])
+        last_BxV = _forward_at(graphdef, state, window, t - 1 - start)
+        out[:, t] = np.asarray(sample(last_BxV, keys[i]))
+    return jnp.asarray(out)

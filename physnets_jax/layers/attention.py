@@ -1,0 +1,62 @@
+"""Causal multi-head softmax self-attention (nanoGPT): fused qkv projection and output projection."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from einops import rearrange
+from flax import nnx
+
+from physnets_jax.config import ModelConfig
+from physnets_jax.layers.dense import dense
+from physnets_jax.ops.attention import causal_attention
+
+
+def init_kv_cache(cfg: ModelConfig, batch: int, max_len: int, dtype) -> dict[str, jax.Array]:
+    """Empty KV cache {'k', 'v': (B, H, max_len, head_size), 'pos': int32 scalar}."""
+    shape = (batch, cfg.n_head, max_len, cfg.head_size)
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype), "pos": jnp.zeros((), jnp.int32)}
+
+
+def attend_with_cache(q, k, v, cache, *, decay=None, weights_dropout=None):
+    """Attention of new q/k/v (B, H, T, D), with or without a KV cache; returns (out, new_cache).
+
+    The cache is preallocated (static shapes for XLA): a step attends over all max_len slots with
+    the unfilled ones masked, so its cost is O(max_len) rather than O(prefix).
+    """
+    if cache is None:
+        return causal_attention(q, k, v, decay_H=decay, weights_dropout=weights_dropout), None
+    if cache["k"].shape[0] != q.shape[0]:
+        raise ValueError(f"cache was made for batch {cache['k'].shape[0]}, input has batch {q.shape[0]}")
+    pos = cache["pos"]
+    k_all = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, 0, pos, 0))
+    v_all = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, 0, pos, 0))
+    T = q.shape[2]
+    out = causal_attention(
+        q, k_all, v_all, q_pos_T=pos + jnp.arange(T), kv_len=pos + T, decay_H=decay,
+        weights_dropout=weights_dropout,
+    )
+    return out, {"k": k_all, "v": v_all, "pos": pos + T}
+
+
+class CausalSelfAttention(nnx.Module):
+    """x (B, T, n_embd) -> causal softmax attention over n_head heads -> output projection."""
+
+    def __init__(self, cfg: ModelConfig, layer_idx: int, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.qkv = dense(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias, std=cfg.init_std, rngs=rngs)
+        self.out = dense(
+            cfg.n_embd, cfg.n_embd, bias=cfg.bias, std=cfg.residual_init_std, rngs=rngs
+        )
+        self.attn_drop = nnx.Dropout(cfg.dropout, rngs=rngs)
+        self.resid_drop = nnx.Dropout(cfg.dropout, rngs=rngs)
+
+    def init_cache(self, batch: int, max_len: int, dtype) -> dict[str, jax.Array]:
+        """Empty KV cache for `max_len` positions."""
+        return init_kv_cache(self.cfg, batch, max_len, dtype)
+
+    def __call__(self, x_BxTxD: jax.Array, cache=None):
+        qkv = rearrange(self.qkv(x_BxTxD), "b t (three h d) -> three b h t d", three=3, h=self.cfg.n_head)
+        out, new_cache = attend_with_cache(qkv[0], qkv[1], qkv[2], cache, weights_dropout=self.attn_drop)
+        y = self.resid_drop(self.out(rearrange(out, "b h t d -> b t (h d)")))
+        return y if cache is None else (y, new_cache)

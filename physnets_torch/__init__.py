@@ -1,0 +1,20 @@
+"""physnets_torch: the PyTorch mirror of physnets_jax (same classes, parameter names, numerics)."""
+
+from importlib import import_module
+
+from physnets_jax.config import ModelConfig, preset, preset_names
+
+__all__ = ["ModelConfig", "preset", "preset_names", "Decoder", "build_model", "generate"]
+
+_LAZY = {
+    "Decoder": "physnets_torch.model",
+    "build_model": "physnets_torch.model",
+    "generate": "physnets_torch.generate",
+    "cross_entropy": "physnets_torch.losses",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'physnets_torch' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""Pure functions (no parameters): attention kernels, scans, normalisers, residual updates."""
