@@ -29,8 +29,9 @@ def attend_with_cache(q, k, v, cache, *, decay=None, weights_dropout=None):
     if cache["k"].shape[0] != q.shape[0]:
         raise ValueError(f"cache was made for batch {cache['k'].shape[0]}, input has batch {q.shape[0]}")
     pos = cache["pos"]
-    k_all = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, 0, pos, 0))
-    v_all = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, 0, pos, 0))
+    zero = jnp.zeros_like(pos)
+    k_all = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (zero, zero, pos, zero))
+    v_all = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (zero, zero, pos, zero))
     T = q.shape[2]
     out = causal_attention(
         q, k_all, v_all, q_pos_T=pos + jnp.arange(T), kv_len=pos + T, decay_H=decay,
