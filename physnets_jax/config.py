@@ -14,12 +14,18 @@ from typing import Any
 
 # Valid choices per slot. A new component adds its name here and its builder in both backends'
 # layers/__init__.py (MIXERS, MLPS, ...).
-EMBEDDINGS = ("learned", "token")
-MIXERS = ("attention", "ripple")
-MLPS = ("gelu", "relu", "ripple", "swiglu")
-RESIDUALS = ("add",)
-HEADS = ("linear",)
+EMBEDDINGS = ("learned", "token", "wave")
+MIXERS = ("attention", "ripple", "wave")
+MLPS = ("gelu", "relu", "ripple", "swiglu", "wave")
+RESIDUALS = ("add", "orthogonal_parallel")
+RESIDUAL_VARIANTS = ("projection", "reference")  # orthogonal_parallel: parallel = proj x | notebook
+HEADS = ("linear", "wave_collapse")
 NORMS = ("layernorm", "rmsnorm")
+# Wave-Native GPT options (mixer="wave", mlp="wave"); "linear" and "identity" name the same kernel.
+WAVE_ATTENTIONS = ("interference", "physics", "pure")
+WAVE_KERNELS = ("elu1", "sigmoid", "exp", "linear", "identity")
+WAVE_MODES = ("quadratic", "linear")
+WAVE_ACTIVATIONS = ("sin", "gelu_sin")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +44,7 @@ class ModelConfig:
     mixer: str = "attention"
     mlp: str = "gelu"
     residual: str = "add"
+    residual_variant: str = "projection"  # orthogonal_parallel only: "projection" or "reference"
     head: str = "linear"
     norm: str = "layernorm"
     norm_eps: float = 1e-5
@@ -51,6 +58,16 @@ class ModelConfig:
 
     init_std: float = 0.02
     scaled_residual_init: bool = True  # residual projections N(0, std/sqrt(2 n_layer)) (GPT-2)
+
+    # Wave-Native GPT (embedding="wave", mixer="wave", mlp="wave", head="wave_collapse")
+    n_waves: int = 16  # wave components per token / per head
+    n_harmonics: int = 4  # harmonics 1f..Hf of each wave (embedding)
+    wave_attention: str = "interference"  # mixer="wave": interference | physics | pure
+    wave_kernel: str = "elu1"  # pure: elu1 | sigmoid | exp | linear (= identity)
+    wave_mode: str = "quadratic"  # pure: quadratic (T^2) | linear (chunked, O(T) memory)
+    wave_chunk_size: int = 64  # pure linear mode: chunk length
+    wave_activation: str = "sin"  # mlp="wave": sin (sin x + 0.1 x) | gelu_sin (gelu x + 0.1 sin x)
+    wave_embed_ratio: float = 0.0  # initial share r of the standard embedding: (1-r) wave + r std
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -80,6 +97,27 @@ class ModelConfig:
                 raise ValueError(
                     f"{field}={value!r} is not a known {field}; valid choices: {', '.join(choices)}"
                 )
+        if self.residual_variant not in RESIDUAL_VARIANTS:
+            raise ValueError(
+                f"residual_variant={self.residual_variant!r} is not a known variant; "
+                f"valid choices: {', '.join(RESIDUAL_VARIANTS)}"
+            )
+        for name in ("n_waves", "n_harmonics", "wave_chunk_size"):
+            _require_positive_int(name, getattr(self, name))
+        for field, choices in (
+            ("wave_attention", WAVE_ATTENTIONS),
+            ("wave_kernel", WAVE_KERNELS),
+            ("wave_mode", WAVE_MODES),
+            ("wave_activation", WAVE_ACTIVATIONS),
+        ):
+            value = getattr(self, field)
+            if value not in choices:
+                raise ValueError(f"{field}={value!r} is not known; valid choices: {', '.join(choices)}")
+        if not 0.0 <= self.wave_embed_ratio <= 1.0:
+            raise ValueError(f"wave_embed_ratio={self.wave_embed_ratio} must be in [0, 1]")
+        if self.tie_embeddings and self.embedding == "wave":
+            raise ValueError("tie_embeddings=True needs a token table; embedding='wave' has none to tie "
+                             "(set tie_embeddings=False)")
         if self.tie_embeddings and self.head != "linear":
             raise ValueError(f"tie_embeddings=True needs head='linear', got head={self.head!r}")
 
@@ -225,4 +263,36 @@ register_preset(
         dropout=0.2, scaled_residual_init=False,
     ),
     _CHAR_SIZES,
+)
+
+# Wave-Native GPT (juan-garassino/spectral_cnn, spectral_gpt/wave_gpt.py): wave-packet embedding,
+# wave attention (interference by default; physics / pure via wave_attention), sin(x) + 0.1 x MLP,
+# wave-collapse head (LayerNorm + biased projection), untied. "small" is the seed size (BPE
+# vocab 1024, context 256); medium/large follow the seed's wave_experiments.py model sizes.
+_WAVE_SIZES = {
+    "nano": dict(vocab_size=64, block_size=32, n_layer=2, n_head=2, n_embd=32, n_waves=8, n_harmonics=4),
+    "small": dict(vocab_size=1024, block_size=256, n_layer=8, n_head=8, n_embd=384, n_waves=48, n_harmonics=4),
+    "medium": dict(vocab_size=1024, block_size=384, n_layer=10, n_head=8, n_embd=512, n_waves=64, n_harmonics=4),
+    "large": dict(vocab_size=1024, block_size=512, n_layer=12, n_head=12, n_embd=768, n_waves=96, n_harmonics=4),
+}
+register_preset(
+    "wave_gpt",
+    dict(
+        embedding="wave", mixer="wave", mlp="wave", residual="add", head="wave_collapse",
+        norm="layernorm", bias=True, tie_embeddings=False, dropout=0.1, scaled_residual_init=False,
+        wave_attention="interference", wave_kernel="elu1", wave_mode="quadratic", wave_activation="sin",
+    ),
+    _WAVE_SIZES,
+)
+
+# The seed's own control ("classic", WaveGPT model_type="standard"): token + learned position
+# embedding, softmax attention with biases, 4x GELU MLP, final LayerNorm, untied bias-free head,
+# every linear N(0, 0.02). Same sizes as wave_gpt (n_waves/n_harmonics unused).
+register_preset(
+    "classic",
+    dict(
+        embedding="learned", mixer="attention", mlp="gelu", residual="add", head="linear",
+        norm="layernorm", bias=True, tie_embeddings=False, dropout=0.1, scaled_residual_init=False,
+    ),
+    _WAVE_SIZES,
 )

@@ -14,6 +14,28 @@ from physnets_jax.config import ModelConfig, preset
 from physnets_jax.layers.norm import make_norm
 
 
+@jax.custom_vjp
+def materialize_gradient(x: jax.Array) -> jax.Array:
+    """Identity whose backward pass materialises the incoming gradient (an optimisation barrier).
+
+    Placed between blocks, it stops XLA from fusing the residual-stream gradient of every later
+    block into each earlier block's weight-gradient transposes, a recomputation that grows with
+    depth (it made a 6-layer backward on CPU about 1.5x slower).
+    """
+    return x
+
+
+def _materialize_fwd(x):
+    return x, None
+
+
+def _materialize_bwd(_, g):
+    return (jax.lax.optimization_barrier(g),)
+
+
+materialize_gradient.defvjp(_materialize_fwd, _materialize_bwd)
+
+
 class Block(nnx.Module):
     """Pre-norm: x = res1(x, mixer(norm1(x))); x = res2(x, mlp(norm2(x))). Post-norm applies
     the norm after each residual instead: x = norm1(res1(x, mixer(x)))."""
@@ -72,6 +94,7 @@ class Decoder(nnx.Module):
         x = self.embedding(tokens_BxT, start)
         new_layers = []
         for i, block in enumerate(self.blocks):
+            x = materialize_gradient(x)
             if cache is None:
                 x = block(x)
             else:

@@ -8,7 +8,7 @@ from physnets_jax.layers.attention import CausalSelfAttention
 from physnets_jax.layers.embedding import LearnedEmbedding, TokenEmbedding
 from physnets_jax.layers.head import LinearHead
 from physnets_jax.layers.mlp import MLP, GatedMLP
-from physnets_jax.layers.residual import AddResidual
+from physnets_jax.layers.residual import AddResidual, OrthogonalParallelResidual
 from physnets_jax.layers.ripple import RippleAttention
 
 # slot value -> class(cfg, *, rngs)
@@ -17,4 +17,12 @@ HEADS = {"linear": LinearHead}
 # slot value -> class(cfg, layer_idx, *, rngs)
 MIXERS = {"attention": CausalSelfAttention, "ripple": RippleAttention}
 MLPS = {"gelu": MLP, "relu": MLP, "ripple": GatedMLP, "swiglu": GatedMLP}
-RESIDUALS = {"add": AddResidual}
+RESIDUALS = {"add": AddResidual, "orthogonal_parallel": OrthogonalParallelResidual}
+
+# Wave-Native GPT (registered after the literals so that other slots' edits stay independent)
+from physnets_jax.layers.wave import WaveAttention, WaveCollapseHead, WaveMLP, WavePacketEmbedding  # noqa: E402
+
+EMBEDDINGS["wave"] = WavePacketEmbedding
+HEADS["wave_collapse"] = WaveCollapseHead
+MIXERS["wave"] = WaveAttention
+MLPS["wave"] = WaveMLP

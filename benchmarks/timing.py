@@ -1,0 +1,63 @@
+"""Timing helpers shared by the benchmark scripts: median wall time of a callable after warmup."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+
+def median_seconds(fn: Callable[[], object], *, warmup: int = 2, repeats: int = 5) -> float:
+    """Median wall time of fn() over `repeats` calls after `warmup` calls (fn must block)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def interleaved_median_seconds(
+    fns: dict[str, Callable[[], object]], *, warmup: int = 2, repeats: int = 5
+) -> dict[str, float]:
+    """Median wall time of each callable, timed round-robin so that load changes on a shared
+    machine hit every contender alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def machine_line() -> str:
+    """One line describing the machine: CPU model, core count, Python, JAX and torch versions."""
+    import os
+
+    import jax
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__}"
+    )
+
+
+def markdown_table(headers: list[str], rows: list[list[object]]) -> str:
+    """A GitHub markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)

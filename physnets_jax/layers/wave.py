@@ -1,0 +1,306 @@
+"""Wave-Native GPT layers (juan-garassino/spectral_cnn, spectral_gpt/wave_gpt.py): the wave-packet
+embedding, the wave attention mixers (interference / physics / pure), the wave MLP and the
+wave-collapse head. Shapes are (B, T, n_embd) at module boundaries; W = n_waves, H = n_head
+(or n_harmonics where said). docs/wave.md lists every formula and where it deviates from the seed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from einops import rearrange
+from flax import nnx
+
+from physnets_jax.config import ModelConfig
+from physnets_jax.layers.dense import dense
+from physnets_jax.layers.embedding import Embed
+from physnets_jax.layers.norm import make_norm
+from physnets_jax.ops.linear_attention import causal_linear_attention, feature_map
+
+PHI = (1.0 + math.sqrt(5.0)) / 2.0  # golden ratio
+GOLDEN_ANGLE = 2.0 * math.pi / PHI**2  # ~137.5 degrees
+
+
+def wave_embedding_init(vocab_size: int, n_waves: int, n_harmonics: int) -> dict[str, np.ndarray]:
+    """The seed's physics initialisation (float64 numpy): base_freqs (V, W), harmonic_amps (V, W, H),
+    phases (V, W).
+
+    mass_i = 1/(i+1); centre_i = log1p(1/sqrt(mass_i)); base_freqs[i, w] = centre_i *
+    phi^(0.3 (w - (W-1)/2)); harmonic_amps[i, w, n-1] = 1/n; phases[i, w] = (i + w) * golden_angle
+    mod 2 pi.
+    """
+    i = np.arange(vocab_size, dtype=np.float64)
+    w = np.arange(n_waves, dtype=np.float64)
+    mass = 1.0 / (i + 1.0)
+    centre = np.log1p(1.0 / np.sqrt(mass))
+    spread = PHI ** ((w - (n_waves - 1) / 2.0) * 0.3)
+    base_freqs = centre[:, None] * spread[None, :]
+    amps = 1.0 / np.arange(1, n_harmonics + 1, dtype=np.float64)
+    harmonic_amps = np.broadcast_to(amps, (vocab_size, n_waves, n_harmonics)).copy()
+    phases = np.mod(i[:, None] * GOLDEN_ANGLE + w[None, :] * GOLDEN_ANGLE, 2.0 * math.pi)
+    return {"base_freqs": base_freqs, "harmonic_amps": harmonic_amps, "phases": phases}
+
+
+class EmbedBlend(nnx.Variable):
+    """Non-trained state: the standard-embedding share r of WavePacketEmbedding (anneal it)."""
+
+
+def _l2_normalize(x: jax.Array) -> jax.Array:
+    """x / max(||x||_2, 1e-12) over the last axis (torch F.normalize), with a finite gradient at 0."""
+    sq = jnp.sum(jnp.square(x), axis=-1, keepdims=True)
+    return x / jnp.sqrt(jnp.maximum(sq, 1e-24))
+
+
+class WavePacketEmbedding(nnx.Module):
+    """Tokens (B, T) -> wave packets projected to (B, T, n_embd).
+
+    For token i at absolute position t, waves w = 1..W and harmonics n = 1..H:
+      theta = 2 pi n f[i, w] + phase[i, w] + t pos_freq[w]
+      state = [A[i, w, n] sin theta, A[i, w, n] cos theta  (2 W H),
+               phase_scale (phase[i, w] / pi - 1)           (W, direct phase pathway),
+               log1p(f[i, w])                               (W, direct frequency pathway)]
+      e = wave_to_embed(state);  e = (1 - r) e + r simple_embed[i]  (r = standard_embed_ratio)
+      out = e / max(rms(e), 1e-8) * output_scale
+    """
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        V, W, Hh, D = cfg.vocab_size, cfg.n_waves, cfg.n_harmonics, cfg.n_embd
+        self.n_waves, self.n_harmonics = W, Hh
+        init = wave_embedding_init(V, W, Hh)
+        self.base_freqs = nnx.Param(jnp.asarray(init["base_freqs"], jnp.float32))
+        self.harmonic_amps = nnx.Param(jnp.asarray(init["harmonic_amps"], jnp.float32))
+        self.phases = nnx.Param(jnp.asarray(init["phases"], jnp.float32))
+        sin_cos = 2 * W * Hh
+        self.wave_to_embed = dense(sin_cos + 2 * W, D, bias=True, std=cfg.init_std, rngs=rngs)
+        # the phase/frequency pathways (last 2W inputs) start 10x larger (seed's intent, see docs)
+        kernel = self.wave_to_embed.kernel[...]
+        self.wave_to_embed.kernel[...] = kernel.at[sin_cos:].multiply(10.0)
+        self.phase_scale = nnx.Param(jnp.ones((1,)))
+        self.pos_freq = nnx.Param(0.1 * jax.random.normal(rngs.params(), (1, 1, W)))
+        self.simple_embed = Embed(V, D, cfg.init_std, rngs)
+        self.output_scale = nnx.Param(jnp.ones((D,)))
+        self.standard_embed_ratio = EmbedBlend(jnp.asarray(cfg.wave_embed_ratio, jnp.float32))
+
+    def __call__(self, tokens_BxT: jax.Array, start_pos: jax.Array | int = 0) -> jax.Array:
+        B, T = tokens_BxT.shape
+        base_f = jnp.take(self.base_freqs[...], tokens_BxT, axis=0)  # (B, T, W)
+        phases = jnp.take(self.phases[...], tokens_BxT, axis=0)  # (B, T, W)
+        amps = jnp.take(self.harmonic_amps[...], tokens_BxT, axis=0)  # (B, T, W, Hh)
+        dtype = base_f.dtype
+        positions = (start_pos + jnp.arange(T)).astype(dtype)
+        pos_phase = positions[None, :, None] * self.pos_freq[...]  # (1, T, W)
+        harmonics = jnp.arange(1, self.n_harmonics + 1, dtype=dtype)
+        freqs = base_f[..., None] * harmonics  # (B, T, W, Hh)
+        theta = freqs * 2 * math.pi + phases[..., None] + pos_phase[..., None]
+        sin_w = amps * jnp.sin(theta)
+        cos_w = amps * jnp.cos(theta)
+        phase_direct = self.phase_scale[...] * (phases / math.pi - 1.0)
+        freq_direct = jnp.log1p(base_f)
+        state = jnp.concatenate(
+            [sin_w.reshape(B, T, -1), cos_w.reshape(B, T, -1), phase_direct, freq_direct], axis=-1
+        )
+        e = self.wave_to_embed(state)
+        r = self.standard_embed_ratio[...].astype(e.dtype)
+        e = (1.0 - r) * e + r * self.simple_embed(tokens_BxT)
+        ms = jnp.mean(jnp.square(e), axis=-1, keepdims=True)
+        return e / jnp.sqrt(jnp.maximum(ms, 1e-16)) * self.output_scale[...]
+
+
+def _visible(q_pos_T: jax.Array, S: int, kv_len) -> jax.Array:
+    """(T, S) mask: key s visible from query position q_pos[t] when s <= q_pos[t] and s < kv_len."""
+    k_pos = jnp.arange(S)
+    vis = k_pos[None, :] <= q_pos_T[:, None]
+    if kv_len is not None:
+        vis = vis & (k_pos < kv_len)[None, :]
+    return vis
+
+
+def _softmax_attend(scores_BxHxTxS, visible_TxS, v_BxHxSxD, dropout):
+    scores = jnp.where(visible_TxS, scores_BxHxTxS, -jnp.inf)
+    weights = dropout(jax.nn.softmax(scores, axis=-1))
+    return jnp.einsum("bhts,bhsd->bhtd", weights, v_BxHxSxD)
+
+
+def _write(cache_arr: jax.Array, new: jax.Array, pos: jax.Array) -> jax.Array:
+    """cache_arr (B, H, L, ...) with new (B, H, T, ...) written at position pos along axis 2."""
+    zero = jnp.zeros_like(pos)
+    index = (zero, zero, pos) + (zero,) * (cache_arr.ndim - 3)
+    return jax.lax.dynamic_update_slice(cache_arr, new.astype(cache_arr.dtype), index)
+
+
+def exp_cap(dtype) -> float:
+    """Largest exponent the quadratic exp kernel uses: log(max float) / 2 (44 in float32)."""
+    return float(np.log(np.finfo(np.dtype(dtype)).max)) / 2.0
+
+
+class WaveAttention(nnx.Module):
+    """mixer='wave': (B, T, n_embd) -> (B, T, n_embd), causal; cfg.wave_attention picks the variant.
+
+    interference (seed WaveInterferenceAttention): q = q_proj(x) + q_phase, k likewise (W per head),
+      a_ts = softmax_s( q_t/|q_t| . k_s/|k_s| / temperature ), temperature init sqrt(W).
+    physics (seed InterferenceAttention): theta = freq_proj(x) t + phase_proj(x), A = softplus(amp_proj(x))
+      + 1e-8; I_ts = sum A_t^2 + sum A_s^2 + 2 Re(P_t conj P_s), P = sum_w A e^{i theta};
+      a_ts = softmax_s( I_ts temperature / sqrt(W) ), temperature init 1.
+    pure (seed PureWaveAttention, no softmax): q = sin(q_freq(x) t + q_phase(x)), k likewise,
+      q, k <- W^0.25 q/|q|, W^0.25 k/|k|;
+      quadratic: out_t = sum_{s<=t} phi(g_h q_t.k_s) v_s / sqrt(t+1), g_h = interference_scale,
+        phi = cfg.wave_kernel applied to the score (exp capped at exp_cap(dtype));
+      linear: out_t = phi(q_t).sum_s phi(k_s) v_s^T / (phi(q_t).sum_s phi(k_s) + 1e-6), chunked;
+        the linear (identity) kernel computes the quadratic identity result exactly, in O(T).
+    Then o_proj. t is the absolute position (cache-aware).
+    """
+
+    def __init__(self, cfg: ModelConfig, layer_idx: int, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        D, H, W = cfg.n_embd, cfg.n_head, cfg.n_waves
+        self.variant = cfg.wave_attention
+        self.kernel_name = "linear" if cfg.wave_kernel == "identity" else cfg.wave_kernel
+        self.mode = cfg.wave_mode
+
+        def lin(n_out):
+            return dense(D, n_out, bias=cfg.bias, std=cfg.init_std, rngs=rngs)
+
+        if self.variant == "interference":
+            self.q_proj, self.k_proj = lin(H * W), lin(H * W)
+            self.q_phase = nnx.Param(jnp.zeros((1, H, 1, W)))
+            self.k_phase = nnx.Param(jnp.zeros((1, H, 1, W)))
+            self.temperature = nnx.Param(jnp.full((1,), W**0.5))
+        elif self.variant == "physics":
+            self.freq_proj, self.phase_proj, self.amp_proj = lin(H * W), lin(H * W), lin(H * W)
+            self.temperature = nnx.Param(jnp.ones((1,)))
+        else:
+            self.q_freq, self.k_freq = lin(H * W), lin(H * W)
+            self.q_phase, self.k_phase = lin(H * W), lin(H * W)
+            self.interference_scale = nnx.Param(jnp.ones((H, 1, 1)))
+        self.v_proj = lin(D)
+        self.o_proj = dense(D, D, bias=cfg.bias, std=cfg.residual_init_std, rngs=rngs)
+        self.attn_drop = nnx.Dropout(cfg.dropout, rngs=rngs)
+
+    # -- cache ---------------------------------------------------------------------------------
+    def init_cache(self, batch: int, max_len: int, dtype) -> dict[str, jax.Array]:
+        """Empty decoding cache; keys depend on the variant (same keys/shapes as the torch twin)."""
+        H, W, hd = self.cfg.n_head, self.cfg.n_waves, self.cfg.head_size
+        pos = jnp.zeros((), jnp.int32)
+        if self.variant == "pure" and self.mode == "linear":
+            return {"S": jnp.zeros((batch, H, W, hd), dtype), "z": jnp.zeros((batch, H, W), dtype), "pos": pos}
+        v = jnp.zeros((batch, H, max_len, hd), dtype)
+        if self.variant == "physics":
+            z = jnp.zeros((batch, H, max_len), dtype)
+            return {"amp_sq": z, "phasor_re": z, "phasor_im": z, "v": v, "pos": pos}
+        return {"k": jnp.zeros((batch, H, max_len, W), dtype), "v": v, "pos": pos}
+
+    def _heads(self, y_BxTxHW: jax.Array) -> jax.Array:
+        return rearrange(y_BxTxHW, "b t (h w) -> b h t w", h=self.cfg.n_head)
+
+    def __call__(self, x_BxTxD: jax.Array, cache=None):
+        B, T, _ = x_BxTxD.shape
+        pos0 = jnp.zeros((), jnp.int32) if cache is None else cache["pos"]
+        q_pos = pos0 + jnp.arange(T)
+        t_pos = q_pos.astype(x_BxTxD.dtype)[None, None, :, None]  # (1, 1, T, 1)
+        v = self._heads(self.v_proj(x_BxTxD))  # (B, H, T, hd)
+        new_cache = None
+        if self.variant == "interference":
+            q = _l2_normalize(self._heads(self.q_proj(x_BxTxD)) + self.q_phase[...])
+            k = _l2_normalize(self._heads(self.k_proj(x_BxTxD)) + self.k_phase[...])
+            k_all, v_all, kv_len, new_cache = self._kv(cache, {"k": k, "v": v}, pos0, T)
+            scores = jnp.einsum("bhtw,bhsw->bhts", q, k_all["k"]) / self.temperature[...]
+            out = _softmax_attend(scores, _visible(q_pos, scores.shape[-1], kv_len), v_all, self.attn_drop)
+        elif self.variant == "physics":
+            theta = self._heads(self.freq_proj(x_BxTxD)) * t_pos + self._heads(self.phase_proj(x_BxTxD))
+            amp = jax.nn.softplus(self._heads(self.amp_proj(x_BxTxD))) + 1e-8
+            new = {
+                "amp_sq": jnp.sum(amp**2, axis=-1),
+                "phasor_re": jnp.sum(amp * jnp.cos(theta), axis=-1),
+                "phasor_im": jnp.sum(amp * jnp.sin(theta), axis=-1),
+                "v": v,
+            }
+            k_all, v_all, kv_len, new_cache = self._kv(cache, new, pos0, T)
+            cross = new["phasor_re"][..., :, None] * k_all["phasor_re"][..., None, :] + (
+                new["phasor_im"][..., :, None] * k_all["phasor_im"][..., None, :]
+            )
+            intensity = new["amp_sq"][..., :, None] + k_all["amp_sq"][..., None, :] + 2 * cross
+            scores = intensity * self.temperature[...] / (self.cfg.n_waves**0.5)
+            out = _softmax_attend(scores, _visible(q_pos, scores.shape[-1], kv_len), v_all, self.attn_drop)
+        else:
+            out, new_cache = self._pure(x_BxTxD, v, t_pos, q_pos, pos0, cache)
+        y = self.o_proj(rearrange(out, "b h t d -> b t (h d)"))
+        return y if cache is None else (y, new_cache)
+
+    def _kv(self, cache, new: dict, pos0, T):
+        """Without a cache: (new, new['v'], None, None). With one: write new at pos0 and return the
+        full buffers, the filled length and the updated cache."""
+        if cache is None:
+            return new, new["v"], None, None
+        if cache["v"].shape[0] != new["v"].shape[0]:
+            raise ValueError(f"cache was made for batch {cache['v'].shape[0]}, input has batch {new['v'].shape[0]}")
+        full = {key: _write(cache[key], value, pos0) for key, value in new.items()}
+        return full, full["v"], pos0 + T, {**full, "pos": pos0 + T}
+
+    def _pure(self, x_BxTxD, v, t_pos, q_pos, pos0, cache):
+        W = self.cfg.n_waves
+        scale = W**0.25
+        q = jnp.sin(self._heads(self.q_freq(x_BxTxD)) * t_pos + self._heads(self.q_phase(x_BxTxD)))
+        k = jnp.sin(self._heads(self.k_freq(x_BxTxD)) * t_pos + self._heads(self.k_phase(x_BxTxD)))
+        q = _l2_normalize(q) * scale
+        k = _l2_normalize(k) * scale
+        count = (q_pos + 1).astype(x_BxTxD.dtype)[None, None, :, None]  # positions attended
+        if self.mode == "linear":
+            state = None if cache is None else (cache["S"], cache["z"])
+            if self.kernel_name == "linear":
+                # identity kernel: exactly the quadratic identity result g_h (q_t . k_s) / sqrt(t+1)
+                out, (S, z) = causal_linear_attention(
+                    q, k, v, normalize=False, chunk_size=self.cfg.wave_chunk_size, state=state, return_state=True
+                )
+                out = out * self.interference_scale[...] / jnp.sqrt(count)
+            else:
+                qf, kf = feature_map(q, self.kernel_name), feature_map(k, self.kernel_name)
+                out, (S, z) = causal_linear_attention(
+                    qf, kf, v, normalize=True, eps=1e-6, chunk_size=self.cfg.wave_chunk_size, state=state,
+                    return_state=True,
+                )
+            new_cache = None if cache is None else {"S": S, "z": z, "pos": pos0 + q.shape[2]}
+            return out, new_cache
+        k_all, v_all, kv_len, new_cache = self._kv(cache, {"k": k, "v": v}, pos0, q.shape[2])
+        scores = jnp.einsum("bhtw,bhsw->bhts", q, k_all["k"]) * self.interference_scale[...]
+        if self.kernel_name == "exp":
+            scores = jnp.minimum(scores, exp_cap(scores.dtype))
+        weights = feature_map(scores, self.kernel_name)
+        weights = jnp.where(_visible(q_pos, scores.shape[-1], kv_len), weights, 0.0)
+        weights = self.attn_drop(weights / jnp.sqrt(count))
+        return jnp.einsum("bhts,bhsd->bhtd", weights, v_all), new_cache
+
+
+def wave_activation(x: jax.Array, kind: str = "sin") -> jax.Array:
+    """sin: sin(x) + 0.1 x (the seed's README/paper); gelu_sin: gelu(x) + 0.1 sin(x) (its code)."""
+    if kind == "sin":
+        return jnp.sin(x) + 0.1 * x
+    if kind == "gelu_sin":
+        return jax.nn.gelu(x, approximate=False) + 0.1 * jnp.sin(x)
+    raise ValueError(f"wave_activation={kind!r} is not known; valid choices: sin, gelu_sin")
+
+
+class WaveMLP(nnx.Module):
+    """mlp='wave': dropout(fc2(dropout(act(fc1(x))))), act = wave_activation: (B, T, D) -> (B, T, D)."""
+
+    def __init__(self, cfg: ModelConfig, layer_idx: int, *, rngs: nnx.Rngs):
+        self.kind = cfg.wave_activation
+        self.fc1 = dense(cfg.n_embd, cfg.mlp_width, bias=cfg.mlp_bias, std=cfg.init_std, rngs=rngs)
+        self.fc2 = dense(cfg.mlp_width, cfg.n_embd, bias=cfg.mlp_bias, std=cfg.residual_init_std, rngs=rngs)
+        self.drop = nnx.Dropout(cfg.dropout, rngs=rngs)
+
+    def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
+        return self.drop(self.fc2(self.drop(wave_activation(self.fc1(x_BxTxD), self.kind))))
+
+
+class WaveCollapseHead(nnx.Module):
+    """head='wave_collapse' (seed CollapseHead): logits = proj(norm(x)), proj with bias: (B, T, D) -> (B, T, V)."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.ln = make_norm(cfg, rngs=rngs)
+        self.proj = dense(cfg.n_embd, cfg.vocab_size, bias=cfg.bias, std=cfg.init_std, rngs=rngs)
+
+    def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
+        return self.proj(self.ln(x_BxTxD))
