@@ -56,6 +56,8 @@ class ModelConfig:
     attn_out_proj: bool = True  # ripple: the reference has none (False in the preset)
     ripple_decay_init: float = -0.8  # lambda_h at init; its absolute value is the slope
 
+    scan_layers: bool = True  # JAX: run identical blocks with lax.scan (faster backward, compile)
+
     init_std: float = 0.02
     scaled_residual_init: bool = True  # residual projections N(0, std/sqrt(2 n_layer)) (GPT-2)
 

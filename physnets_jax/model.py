@@ -14,28 +14,6 @@ from physnets_jax.config import ModelConfig, preset
 from physnets_jax.layers.norm import make_norm
 
 
-@jax.custom_vjp
-def materialize_gradient(x: jax.Array) -> jax.Array:
-    """Identity whose backward pass materialises the incoming gradient (an optimisation barrier).
-
-    Placed between blocks, it stops XLA from fusing the residual-stream gradient of every later
-    block into each earlier block's weight-gradient transposes, a recomputation that grows with
-    depth (it made a 6-layer backward on CPU about 1.5x slower).
-    """
-    return x
-
-
-def _materialize_fwd(x):
-    return x, None
-
-
-def _materialize_bwd(_, g):
-    return (jax.lax.optimization_barrier(g),)
-
-
-materialize_gradient.defvjp(_materialize_fwd, _materialize_bwd)
-
-
 class Block(nnx.Module):
     """Pre-norm: x = res1(x, mixer(norm1(x))); x = res2(x, mlp(norm2(x))). Post-norm applies
     the norm after each residual instead: x = norm1(res1(x, mixer(x)))."""
@@ -93,19 +71,54 @@ class Decoder(nnx.Module):
         start = 0 if cache is None else cache["pos"]
         x = self.embedding(tokens_BxT, start)
         new_layers = []
-        for i, block in enumerate(self.blocks):
-            x = materialize_gradient(x)
-            if cache is None:
-                x = block(x)
-            else:
-                x, layer_cache = block(x, cache=cache["layers"][i])
-                new_layers.append(layer_cache)
+        if cache is None and self.cfg.scan_layers and len(self.blocks) > 1:
+            x = self._scan_blocks(x)
+        else:
+            for i, block in enumerate(self.blocks):
+                if cache is None:
+                    x = block(x)
+                else:
+                    x, layer_cache = block(x, cache=cache["layers"][i])
+                    new_layers.append(layer_cache)
         if self.norm_f is not None:
             x = self.norm_f(x)
         logits = self.embedding.attend(x) if self.head is None else self.head(x)
         if cache is None:
             return logits
         return logits, {"pos": cache["pos"] + tokens_BxT.shape[1], "layers": new_layers}
+
+
+    def _scan_blocks(self, x_BxTxD: jax.Array) -> jax.Array:
+        """Run identical blocks with jax.lax.scan over their stacked states (same result as the
+        loop). The loop body is a fusion boundary: unrolled, XLA on CPU fused each block's
+        residual-stream gradient with those of all later blocks, recomputing them (~1.5x slower
+        backward at 6 layers), and compile time grew with depth. Blocks that differ (hybrid
+        mixers) fall back to the loop."""
+        graphdef, _ = nnx.split(self.blocks[0])
+        states = [nnx.split(block)[1] for block in self.blocks]
+        if any(nnx.split(block)[0] != graphdef for block in self.blocks[1:]):
+            for block in self.blocks:
+                x_BxTxD = block(x_BxTxD)
+            return x_BxTxD
+        stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+        def body(h, state):
+            block = nnx.merge(graphdef, state)
+            return block(h), nnx.state(block)
+
+        x_BxTxD, new_states = jax.lax.scan(body, x_BxTxD, stacked)
+        if _draws_random_numbers(self.blocks[0]):  # active dropout advanced its RNG counters
+            rng_states = nnx.filter_state(new_states, nnx.RngState)
+            for i, block in enumerate(self.blocks):
+                nnx.update(block, jax.tree.map(lambda s, i=i: s[i], rng_states))
+        return x_BxTxD
+
+
+def _draws_random_numbers(module: nnx.Module) -> bool:
+    return any(
+        isinstance(m, nnx.Dropout) and not m.deterministic and m.rate > 0
+        for _, m in nnx.iter_graph(module)
+    )
 
 
 def check_tokens(tokens_BxT, cfg: ModelConfig, start_pos=None) -> None:
