@@ -1,9 +1,11 @@
 """JaxModule (a physnets_jax model inside torch through the bridge) vs the native torch twin:
 parameter names and values, logits, gradients, and 20 steps of torch.optim.AdamW.
 
-Tolerances: float64 1e-10 relative (same math, two libraries). The 20-step float32 training
-run compares losses at 1e-4 relative: Adam divides by sqrt(v), which amplifies the ~1e-7
-per-step rounding differences between XLA and torch kernels over the steps.
+Tolerances (relative to max(1, scale)): float64 1e-10 (same math, two libraries); float32
+1e-5 for the 20 training losses (observed ~1e-7). Parameters after 20 steps get 10x the loss
+tolerance: Adam's m / sqrt(v) normalises every coordinate, so a rounding-level gradient
+difference on a near-zero gradient moves that parameter by up to ~lr (observed 3e-6 in float32,
+2e-14 in float64).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 
 from parity_tests.harness import assert_close
 from physnets_jax.model import build_model, cast_params
+from physnets_jax.state import flat_params
 from physnets_torch.bridge import JaxModule
 from physnets_torch.convert import load_jax_into_torch
 from physnets_torch.losses import cross_entropy
@@ -34,8 +37,11 @@ def _pair(dtype: torch.dtype, **overrides):
 
 
 def _batch(cfg, step: int, batch: int = 2, seq: int = 12):
+    """A learnable batch: rows count up by a per-row stride from random starts (mod vocab)."""
     rng = np.random.default_rng(step)
-    tokens = torch.from_numpy(rng.integers(0, cfg.vocab_size, (batch, seq + 1)))
+    start = rng.integers(0, cfg.vocab_size, (batch, 1))
+    stride = rng.integers(1, 3, (batch, 1))
+    tokens = torch.from_numpy((start + stride * np.arange(seq + 1)) % cfg.vocab_size)
     return tokens[:, :-1], tokens[:, 1:]
 
 
@@ -54,7 +60,7 @@ def test_parameters_are_named_and_laid_out_as_the_torch_twin():
 
 def test_logits_and_gradients_match_the_torch_twin(x64):
     jm, bridged, native = _pair(torch.float64)
-    x, y = _batch(jm.cfg, 0, batch=2, seq=9)
+    x, y = _batch(jm.cfg, 0)  # the training test's shapes: one compile for both
     logits_b = bridged(x)
     logits_n = native(x)
     assert_close(logits_b.detach(), logits_n.detach(), 1e-10, "logits")
@@ -69,15 +75,14 @@ def test_to_jax_returns_the_trained_values():
     with torch.no_grad():
         for p in bridged.parameters():
             p.mul_(1.5)
-    x, _ = _batch(jm.cfg, 1)
-    out_jax = np.asarray(bridged.to_jax()(jnp.asarray(x.numpy())))
-    with torch.no_grad():
-        out_torch = bridged(x).numpy()
-    assert_close(out_jax, out_torch, 1e-6, "to_jax logits")
+    before, after = flat_params(jm), flat_params(bridged.to_jax())
+    assert set(before) == set(after)
+    for name in before:
+        np.testing.assert_array_equal(after[name], before[name] * np.float32(1.5), err_msg=name)
 
 
 @pytest.mark.parametrize(
-    "dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)], ids=["float64", "float32"]
+    "dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)], ids=["float64", "float32"]
 )
 def test_adamw_training_through_the_bridge_matches_native_torch(dtype, tol, request):
     if dtype == torch.float64:
@@ -102,12 +107,14 @@ def test_adamw_training_through_the_bridge_matches_native_torch(dtype, tol, requ
 def test_dropout_follows_torch_train_and_eval_modes():
     jm = build_model(PRESET, seed=0, dropout=0.5)
     bridged = JaxModule(jm)
+    native = Decoder(jm.cfg)
+    load_jax_into_torch(jm, native)
     x, _ = _batch(jm.cfg, 0)
     with torch.no_grad():
         a, b = bridged(x), bridged(x)  # training mode: fresh dropout masks each call
         assert not torch.equal(a, b)
         bridged.eval()
+        native.eval()
         c, d = bridged(x), bridged(x)
-    assert torch.equal(c, d)
-    jm.eval()
-    assert_close(c, np.asarray(jm(jnp.asarray(x.numpy()))), 1e-6, "eval logits")
+        assert torch.equal(c, d)
+        assert_close(c, native(x), 1e-5, "eval logits")

@@ -4,13 +4,15 @@ from importlib import import_module
 
 from physnets_jax.config import ModelConfig, preset, preset_names
 
-__all__ = ["ModelConfig", "preset", "preset_names", "Decoder", "build_model", "generate"]
+__all__ = ["ModelConfig", "preset", "preset_names", "Decoder", "build_model", "generate", "JaxModule", "jax_to_torch"]
 
 _LAZY = {
     "Decoder": "physnets_torch.model",
     "build_model": "physnets_torch.model",
     "generate": "physnets_torch.generate",
     "cross_entropy": "physnets_torch.losses",
+    "JaxModule": "physnets_torch.bridge",
+    "jax_to_torch": "physnets_torch.bridge",
 }
 
 

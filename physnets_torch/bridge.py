@@ -8,8 +8,11 @@ Public API:
   ``nn.Parameter``s named like the physnets_torch twin's state_dict.
 - ``tensor_to_jax`` / ``jax_to_tensor``: the zero-copy converters (DLPack protocol).
 - ``jax_device_for(torch_device)``: the JAX device that addresses a torch device, or ValueError.
-- ``patch_jax2torch()``: makes the upstream ``jax2torch.jax2torch`` usable again (for code
-  that already calls it, e.g. the published gateloop-transformer).
+- ``gate_loop_scan_jax(a, kv, *, axis, h0)``: the GateLoop scan by JAX's associative scan, in
+  torch autograd (``physnets_torch.ops.gate_loop.gate_loop_scan(..., scan_backend="jax")``).
+- ``patch_jax2torch()`` / ``unpatch_jax2torch(previous)``: make the upstream
+  ``jax2torch.jax2torch`` usable again (for code that already calls it, e.g. the published
+  gateloop-transformer), and undo that.
 
 Why a compatibility layer. jax2torch 0.0.7 (2021) is a thin wrapper of mattjj's gist; on
 jax 0.10 / torch 2.13 it fails in five ways, each handled here:
@@ -20,8 +23,8 @@ jax 0.10 / torch 2.13 it fails in five ways, each handled here:
    ``torch.from_dlpack(array)`` (the array implements ``__dlpack__``).
 3. torch refuses to export a tensor that requires grad (BufferError). We ``detach()`` first
    (a view: same memory), and resolve lazy conjugate/negative bits.
-4. Its autograd.Function passes every argument to ``jax.vjp`` (ints, None, strings break it)
-   and rebuilds cotangents wrongly for nested outputs. We flatten arguments and outputs as
+4. Its autograd.Function passes every argument to ``jax.vjp`` (strings break it) and returns
+   nested outputs detached from the graph (no gradient reaches them). We flatten arguments and outputs as
    pytrees, differentiate only w.r.t. tensors that require grad, pass other tensors as
    non-differentiable arrays and other leaves as static values, and give integer outputs
    float0 cotangents.
@@ -50,8 +53,9 @@ so an in-place change before ``backward()`` raises torch's "modified by an inpla
 operation" error; a second backward without ``retain_graph=True`` raises torch's "backward
 through the graph a second time" error. With ``create_graph=True`` the backward pass is
 itself a bridged JAX function (the VJP, recomputed from the inputs), so higher derivatives
-work (gradient penalties, Hessian-vector products), at the cost of one extra forward. Outputs are JAX buffers shared with torch (zero-copy); an output
-that would alias an input's memory is cloned.
+work (gradient penalties, Hessian-vector products), at the cost of one extra forward.
+Outputs are JAX buffers shared with torch (zero-copy); an output that would alias an
+input's memory is cloned.
 """
 
 from __future__ import annotations
@@ -74,7 +78,9 @@ __all__ = [
     "tensor_to_jax",
     "jax_to_tensor",
     "jax_device_for",
+    "gate_loop_scan_jax",
     "patch_jax2torch",
+    "unpatch_jax2torch",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -299,10 +305,10 @@ class _InSpec:
 
     treedef: Any
     kinds: tuple[int, ...]
-    statics: tuple[Any, ...]
+    statics: tuple[tuple[type, Any], ...]  # (type, value): 1, 1.0 and True compile apart
 
     def rebuild(self, diff, arrays):
-        it_d, it_a, it_s = iter(diff), iter(arrays), iter(self.statics)
+        it_d, it_a, it_s = iter(diff), iter(arrays), (v for _, v in self.statics)
         pick = {_DIFF: it_d, _ARRAY: it_a, _STATIC: it_s}
         leaves = [next(pick[k]) for k in self.kinds]
         return jax.tree.unflatten(self.treedef, leaves)
@@ -410,7 +416,7 @@ class _Bridge:
                         f"it with functools.partial)"
                     ) from None
                 kinds.append(_STATIC)
-                statics.append(leaf)
+                statics.append((type(leaf), leaf))
         if len(devices) > 1:
             (d1, i1), (d2, i2) = list(devices.items())[:2]
             raise ValueError(
@@ -433,7 +439,8 @@ class _Bridge:
             self._check_jax_devices(arrays, next(iter(devices)), treedef, kinds)
         if not diff:
             out, aux = self._fwd(spec, tuple(diff), tuple(arrays))
-            out = jax.tree.map(jax_to_tensor, out)
+            leaves, out_treedef = jax.tree.flatten(out)
+            out = jax.tree.unflatten(out_treedef, _outputs_to_torch(leaves, tensors))
             return (out, aux) if self.has_aux else out
         box = {}
         diff_mask = [k == _DIFF for k, leaf in zip(kinds, leaves, strict=True) if isinstance(leaf, torch.Tensor)]
@@ -455,6 +462,19 @@ class _Bridge:
                     )
 
 
+def _outputs_to_torch(leaves, inputs) -> list[torch.Tensor]:
+    """Output arrays as tensors (zero-copy); one that aliases an input's memory is cloned (jit
+    forwards an input returned unchanged, and torch must not see two owners of one buffer)."""
+    in_ptrs = {t.data_ptr() for t in inputs if t.numel()}
+    outs = []
+    for leaf in leaves:
+        t = jax_to_tensor(leaf)
+        if t.numel() and t.data_ptr() in in_ptrs:
+            t = t.clone()
+        outs.append(t)
+    return outs
+
+
 class _JaxFunction(torch.autograd.Function):
     """torch autograd node whose forward is the jitted JAX function and backward its VJP."""
 
@@ -462,14 +482,10 @@ class _JaxFunction(torch.autograd.Function):
     def forward(ctx, bridge: _Bridge, spec: _InSpec, diff, arrays, diff_mask, box, *tensors):
         out, aux, vjp_fn = bridge._fwd_vjp(spec, diff, arrays)
         leaves, treedef = jax.tree.flatten(out)
-        in_ptrs = {t.data_ptr() for t in tensors if t.numel()}
-        outs, float0_shapes = [], []
-        for leaf in leaves:
-            t = jax_to_tensor(leaf)
-            if t.numel() and t.data_ptr() in in_ptrs:
-                t = t.clone()  # never hand out a tensor that aliases an input
-            outs.append(t)
-            float0_shapes.append(None if _is_differentiable_dtype(leaf.dtype) else tuple(leaf.shape))
+        outs = _outputs_to_torch(leaves, tensors)
+        float0_shapes = [
+            None if _is_differentiable_dtype(leaf.dtype) else tuple(leaf.shape) for leaf in leaves
+        ]
         non_diff = [t for t, s in zip(outs, float0_shapes, strict=True) if s is not None]
         if non_diff:
             ctx.mark_non_differentiable(*non_diff)
@@ -527,6 +543,29 @@ class _ParamGroup(torch.nn.Module):
     """Container that gives JaxModule's parameters their dotted physnets_torch names."""
 
 
+def _model_bridge(graphdef, treedef, names: tuple[str, ...], jit: bool) -> _Bridge:
+    """The bridged pure function of an NNX model split as (graphdef, params, rest): one per
+    graph structure, shared by every JaxModule of that structure (one compile per process)."""
+    key = (graphdef, treedef, names, jit)
+    found = _MODEL_BRIDGES.get(key)
+    if found is None:
+        from flax import nnx
+
+        from physnets_torch.convert import swap_layout  # an involution: also the inverse
+
+        def apply(torch_params, rest, args, kwargs):
+            leaves = [swap_layout(n, v) for n, v in zip(names, torch_params, strict=True)]
+            model = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves), rest)
+            out = model(*args, **kwargs)
+            return out, nnx.split(model, nnx.Param, ...)[2]
+
+        found = _MODEL_BRIDGES[key] = _Bridge(apply, jit=jit, has_aux=True)
+    return found
+
+
+_MODEL_BRIDGES: dict[tuple, _Bridge] = {}
+
+
 class JaxModule(torch.nn.Module):
     """A physnets_jax NNX model as a torch.nn.Module: one nn.Parameter per nnx.Param, named and
     laid out as in the physnets_torch twin's state_dict (physnets_torch.convert's rule set);
@@ -544,18 +583,19 @@ class JaxModule(torch.nn.Module):
         from physnets_torch import convert
 
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        # jax names in the order of the params pytree's leaves (a state of name strings)
         flat = nnx.to_flat_state(params)
-        jax_names = tuple(".".join(str(k) for k in path) for path, _ in flat)
-        state_dict = convert.jax_to_torch({n: v.get_value() for n, (_, v) in zip(jax_names, flat, strict=True)})
+        names_state = nnx.from_flat_state([(p, v.replace(".".join(map(str, p)))) for p, v in flat])
+        jax_names = tuple(jax.tree.leaves(names_state))
+        values = dict(zip(jax_names, (np.asarray(a) for a in jax.tree.leaves(params)), strict=True))
+        state_dict = convert.jax_to_torch(values)
         self._graphdef = graphdef
-        self._paths = tuple(path for path, _ in flat)
-        # abstract values: the parameters live in torch; keep no second copy on the JAX side
-        self._templates = tuple(v.replace(jax.ShapeDtypeStruct(v.shape, v.dtype)) for _, v in flat)
+        self._treedef = jax.tree.structure(params)
         self._jax_names = jax_names
         self._torch_names = tuple(state_dict)
         self._rest = rest
         self._jit = jit
-        self._modes: dict[bool, tuple[Any, _Bridge]] = {}
+        self._modes: dict[bool, _Bridge] = {}
         self._model_type = type(model).__name__
         for name, value in state_dict.items():
             *parents, leaf = name.split(".")
@@ -577,50 +617,42 @@ class JaxModule(torch.nn.Module):
         """One line: the wrapped NNX class and the parameter count."""
         return f"jax_model={self._model_type}, params={sum(p.numel() for p in self.parameters())}"
 
-    def _jax_params(self, torch_params):
-        """The nnx.State of parameters from torch-layout arrays (inside jit)."""
-        from flax import nnx
-
-        from physnets_torch.convert import _to_torch_layout  # an involution: also the inverse
-
-        return nnx.from_flat_state(
-            [
-                (path, template.replace(_to_torch_layout(name, value)))
-                for path, template, name, value in zip(
-                    self._paths, self._templates, self._jax_names, torch_params, strict=True
-                )
-            ]
-        )
-
-    def _mode(self, training: bool):
-        """(graphdef, bridge) for torch's training flag, built once per mode."""
+    def _bridge(self) -> _Bridge:
+        """The bridge for torch's current training flag (the JAX model's .train()/.eval())."""
+        training = self.training
         if training not in self._modes:
             from flax import nnx
 
-            model = nnx.merge(self._graphdef, nnx.from_flat_state(list(zip(self._paths, self._templates))), self._rest)
+            abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), self._params_like())
+            model = nnx.merge(self._graphdef, abstract, self._rest)
             model.train() if training else model.eval()
             graphdef = nnx.split(model, nnx.Param, ...)[0]
-
-            def apply(torch_params, rest, args, kwargs):
-                model = nnx.merge(graphdef, self._jax_params(torch_params), rest)
-                out = model(*args, **kwargs)
-                return out, nnx.split(model, nnx.Param, ...)[2]
-
-            self._modes[training] = (graphdef, _Bridge(apply, jit=self._jit, has_aux=True))
+            self._modes[training] = _model_bridge(graphdef, self._treedef, self._jax_names, self._jit)
         return self._modes[training]
+
+    def _params_like(self):
+        """A params pytree (JAX layout, zeros) with the structure of the wrapped model's."""
+        from physnets_torch.convert import swap_layout
+
+        leaves = [
+            swap_layout(n, np.zeros(tuple(self.get_parameter(t).shape), np.float32))
+            for n, t in zip(self._jax_names, self._torch_names, strict=True)
+        ]
+        return jax.tree.unflatten(self._treedef, leaves)
 
     def forward(self, *args, **kwargs):
         """The JAX model's output for torch inputs (e.g. tokens (B, T) -> logits (B, T, V))."""
         params = tuple(self.get_parameter(n) for n in self._torch_names)
         rest = self._rest_on(params[0].device if params else torch.device("cpu"))
-        _, bridge = self._mode(self.training)
-        out, self._rest = bridge(params, rest, args, kwargs)
+        out, self._rest = self._bridge()(params, rest, args, kwargs)
         return out
 
     def _rest_on(self, device: torch.device):
         target = jax_device_for(device, name="JaxModule parameters")
         leaves = jax.tree.leaves(self._rest)
-        if leaves and any(leaf.devices() != {target} for leaf in leaves):
+        # committed to the parameters' device, as the state that forward returns will be
+        # (an uncommitted first state would cost a second compile)
+        if any(not leaf.committed or leaf.devices() != {target} for leaf in leaves):
             self._rest = jax.device_put(self._rest, target)
         return self._rest
 
@@ -631,10 +663,33 @@ class JaxModule(torch.nn.Module):
         from physnets_torch import convert
 
         flat = convert.torch_to_jax(self.state_dict(), self._jax_names)
-        params = nnx.from_flat_state(
-            [
-                (path, template.replace(jnp.asarray(flat[name])))
-                for path, template, name in zip(self._paths, self._templates, self._jax_names, strict=True)
-            ]
-        )
+        params = jax.tree.unflatten(self._treedef, [jnp.asarray(flat[n]) for n in self._jax_names])
         return nnx.merge(self._graphdef, params, self._rest)
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. The GateLoop scan through the bridge (scan_backend="jax")
+# ---------------------------------------------------------------------------------------------
+
+
+def _jax_gate_loop(a, kv, axis, h0):
+    from physnets_jax.ops.gate_loop import gate_loop_scan
+
+    return gate_loop_scan(a, kv, axis=axis, h0=h0)
+
+
+_GATE_LOOP = _Bridge(_jax_gate_loop, jit=True)
+
+
+def gate_loop_scan_jax(
+    a: torch.Tensor, kv: torch.Tensor, *, axis: int = 1, h0: torch.Tensor | None = None
+) -> torch.Tensor:
+    """States h (kv's shape) of h_t = a_t h_{t-1} + kv_t along `axis` (h_{-1} = h0), computed by
+    physnets_jax's jax.lax.associative_scan through the bridge, forward and backward; same
+    arguments and validation as physnets_torch.ops.gate_loop.gate_loop_scan."""
+    for name, t in (("a", a), ("kv", kv)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if h0 is not None:
+        h0 = h0.to(kv.dtype)
+    return _GATE_LOOP(a, kv, int(axis), h0)

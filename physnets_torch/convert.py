@@ -32,7 +32,8 @@ def torch_name(jax_name: str) -> str:
     return f"{prefix}.{leaf}" if prefix else leaf
 
 
-def _to_torch_layout(jax_name: str, array: np.ndarray) -> np.ndarray:
+def swap_layout(jax_name: str, array: np.ndarray) -> np.ndarray:
+    """The array of JAX leaf `jax_name` in torch layout, or back (the transpose is an involution)."""
     if jax_name.rpartition(".")[2] in _TRANSPOSED_LEAVES:
         if array.ndim != 2:
             raise ValueError(f"{jax_name}: expected a 2-D kernel, got shape {array.shape}")
@@ -54,7 +55,7 @@ def jax_to_torch(jax_params) -> OrderedDict[str, torch.Tensor]:
         jax_params = flat_params(jax_params)
     out = OrderedDict()
     for name, value in jax_params.items():
-        array = np.ascontiguousarray(_to_torch_layout(name, np.asarray(value)))
+        array = np.ascontiguousarray(swap_layout(name, np.asarray(value)))
         out[torch_name(name)] = torch.from_numpy(array.copy())
     return out
 
@@ -78,7 +79,7 @@ def torch_to_jax(state_dict: Mapping[str, torch.Tensor], jax_names) -> dict[str,
     out = {}
     for tname, jname in by_torch.items():
         array = _as_numpy(state_dict[tname])
-        out[jname] = np.ascontiguousarray(_to_torch_layout(jname, array)).copy()
+        out[jname] = np.ascontiguousarray(swap_layout(jname, array)).copy()
     return out
 
 

@@ -159,6 +159,9 @@ def test_output_aliasing_an_input_is_copied():
     out_x, _ = f(x, y)
     assert out_x.data_ptr() != x.data_ptr()
     torch.testing.assert_close(out_x, x.detach())
+    with torch.no_grad():
+        out_x, _ = f(x, y)
+    assert out_x.data_ptr() != x.data_ptr()
 
 
 # --------------------------------------------------------------------------- gradients
@@ -383,7 +386,8 @@ def test_jit_traces_once_per_signature():
     assert traces == [2]
     f(torch.randn(4, requires_grad=True), n=3).backward()  # a new static value retraces
     f(torch.randn(5, requires_grad=True), n=2).backward()  # so does a new shape
-    assert traces == [2, 3, 2]
+    f(torch.randn(5, requires_grad=True), n=2.0).backward()  # and a new static type
+    assert traces == [2, 3, 2, 2.0] and isinstance(traces[-1], float)
 
 
 def test_jit_false_runs_eagerly():
@@ -472,3 +476,64 @@ def test_cuda_round_trip_is_zero_copy():  # pragma: no cover - no GPU on the CI 
     f(x).backward()
     assert x.grad.device == x.device
     torch.testing.assert_close(x.grad, torch.cos(x.detach()))
+
+
+# --------------------------------------------------------------------------- gate-loop scan
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_gate_loop_scan_through_jax_matches_a_sequential_loop(x64, dtype):
+    """scan_backend="jax": the JAX associative scan in torch autograd, against the torch
+    sequential loop (independent reference), values and gradients of a, kv and h0; `a`
+    broadcasts over kv's last axis as in GateLoopedAttention."""
+    from physnets_torch.bridge import gate_loop_scan_jax
+    from physnets_torch.ops.gate_loop import gate_loop_scan_sequential
+
+    gen = torch.Generator().manual_seed(5)
+
+    def rand(*shape):
+        x = torch.rand(*shape, dtype=torch.float64, generator=gen) * 0.9
+        if dtype.is_complex:
+            x = torch.polar(x, torch.rand(*shape, dtype=torch.float64, generator=gen) * 6)
+        return x
+
+    a, kv, h0 = rand(2, 7, 3, 1), rand(2, 7, 3, 4) - 0.4, rand(2, 3, 4)
+    ins1 = [_leaf(t) for t in (a, kv, h0)]
+    ins2 = [_leaf(t) for t in (a, kv, h0)]
+    h1 = gate_loop_scan_jax(ins1[0], ins1[1], axis=1, h0=ins1[2])
+    h2 = gate_loop_scan_sequential(ins2[0], ins2[1], axis=1, h0=ins2[2])
+    torch.testing.assert_close(h1, h2, rtol=1e-12, atol=1e-12)
+    weights = rand(2, 7, 3, 4)
+    (h1.abs() ** 2 * weights.real).sum().backward()
+    (h2.abs() ** 2 * weights.real).sum().backward()
+    for x1, x2, name in zip(ins1, ins2, ("a", "kv", "h0"), strict=True):
+        torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-11, atol=1e-11, msg=name)
+
+
+def test_gate_loop_scan_through_jax_rejects_bad_shapes_with_the_shared_message():
+    from physnets_torch.bridge import gate_loop_scan_jax
+
+    with pytest.raises(ValueError, match=r"a shape \(1, 4, 3\) does not match kv shape \(1, 4, 2\)"):
+        gate_loop_scan_jax(torch.rand(1, 4, 3), torch.rand(1, 4, 2))
+
+
+def test_ops_gate_loop_scan_accepts_scan_backend_jax():
+    """The hook in physnets_torch.ops.gate_loop: scan_backend="jax" gives the torch scan's
+    values and gradients (float32; associative vs chunked scan order: 1e-5)."""
+    from physnets_torch.ops.gate_loop import gate_loop_scan
+
+    gen = torch.Generator().manual_seed(6)
+    a = torch.rand(2, 9, 4, generator=gen) * 0.9
+    kv = torch.randn(2, 9, 4, generator=gen)
+    outs, grads = [], []
+    for backend in ("torch", "jax"):
+        a1, kv1 = _leaf(a), _leaf(kv)
+        h = gate_loop_scan(a1, kv1, axis=1, scan_backend=backend)
+        (h**2).sum().backward()
+        outs.append(h.detach())
+        grads.append((a1.grad, kv1.grad))
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+    for g_jax, g_torch in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(g_jax, g_torch, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="scan_backend='cuda' is not a known scan backend"):
+        gate_loop_scan(a, kv, scan_backend="cuda")
