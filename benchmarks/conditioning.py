@@ -28,7 +28,7 @@ import optax  # noqa: E402
 from benchmarks.timing import machine_line, markdown_table  # noqa: E402
 from physnets_jax.optim import condition_gradients  # noqa: E402
 
-VARIANTS = ("baseline", "schedule", "learned")
+VARIANTS = ("baseline", "schedule", "learned", "learned-1e-2")
 
 
 # ----------------------------------------------------------------------------------- data
@@ -126,6 +126,8 @@ def make_tx(variant: str, lr: float):
     sgd = optax.sgd(lr, momentum=0.9)
     if variant == "baseline":
         return sgd
+    if variant == "learned-1e-2":  # learned mode with a 10x larger hyper learning rate
+        return optax.chain(condition_gradients("learned", hyper_lr=1e-2), sgd)
     return optax.chain(condition_gradients(variant), sgd)
 
 

@@ -5,6 +5,7 @@ losses computed on the normaliser's probabilities.
 
     python benchmarks/shiftmax.py            # speed + calibration, 3 seeds, 60 epochs
     python benchmarks/shiftmax.py --quick    # small shapes, 1 seed, 10 epochs
+    python benchmarks/shiftmax.py --speed-only
 
 Needs scikit-learn (pip install scikit-learn).
 """
@@ -29,33 +30,38 @@ from physnets_torch.ops.shiftmax import shiftmax as tshiftmax  # noqa: E402
 # ---------------------------------------------------------------------------------- speed
 
 
+def time_normaliser(jf, tf, x: np.ndarray, w: np.ndarray, repeats: int) -> dict[str, float]:
+    """Median seconds of one normaliser: JAX jit and torch eager, forward and forward+backward."""
+    xj, wj = jnp.asarray(x), jnp.asarray(w)
+    xt, wt = torch.from_numpy(x), torch.from_numpy(w)
+    fwd = jax.jit(jf)
+    bwd = jax.jit(jax.grad(lambda v: jnp.sum(wj * jf(v))))
+
+    def torch_fwd():
+        with torch.no_grad():
+            tf(xt)
+
+    def torch_fb():
+        v = xt.clone().requires_grad_(True)
+        torch.sum(wt * tf(v)).backward()
+
+    return {
+        "jax fwd": median_seconds(lambda: fwd(xj).block_until_ready(), repeats=repeats),
+        "jax fwd+bwd": median_seconds(lambda: bwd(xj).block_until_ready(), repeats=repeats),
+        "torch fwd": median_seconds(torch_fwd, repeats=repeats),
+        "torch fwd+bwd": median_seconds(torch_fb, repeats=repeats),
+    }
+
+
 def speed_rows(shapes, repeats: int):
     rows = []
     for shape in shapes:
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         w = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
-        xj, wj = jnp.asarray(x), jnp.asarray(w)
-        xt, wt = torch.from_numpy(x), torch.from_numpy(w)
-        fns = {"softmax": (jax.nn.softmax, lambda v: torch.softmax(v, -1)),
-               "shiftmax": (jshiftmax, tshiftmax)}
-        times = {}
-        for name, (jf, tf) in fns.items():
-            fwd = jax.jit(jf)
-            bwd = jax.jit(jax.grad(lambda v, jf=jf: jnp.sum(wj * jf(v))))
-            times[name, "jax fwd"] = median_seconds(lambda: fwd(xj).block_until_ready(),
-                                                    repeats=repeats)
-            times[name, "jax fwd+bwd"] = median_seconds(lambda: bwd(xj).block_until_ready(),
-                                                        repeats=repeats)
-            with torch.no_grad():
-                times[name, "torch fwd"] = median_seconds(lambda: tf(xt), repeats=repeats)
-
-            def torch_fb(tf=tf):
-                v = xt.clone().requires_grad_(True)
-                torch.sum(wt * tf(v)).backward()
-
-            times[name, "torch fwd+bwd"] = median_seconds(torch_fb, repeats=repeats)
+        soft = time_normaliser(jax.nn.softmax, lambda v: torch.softmax(v, -1), x, w, repeats)
+        shift = time_normaliser(jshiftmax, tshiftmax, x, w, repeats)
         for kind in ("jax fwd", "jax fwd+bwd", "torch fwd", "torch fwd+bwd"):
-            s, m = times["softmax", kind], times["shiftmax", kind]
+            s, m = soft[kind], shift[kind]
             rows.append([str(shape), kind, f"{s * 1e6:.0f}", f"{m * 1e6:.0f}", f"{m / s:.2f}"])
     return rows
 
@@ -86,8 +92,10 @@ def make_mlp(seed: int, width: int = 128) -> torch.nn.Module:
 
 NORMALISERS = {
     "softmax": lambda z: torch.softmax(z, -1),
-    "shiftmax": lambda z: tshiftmax(z),
-    "shiftmax floor=0": lambda z: tshiftmax(z, floor=0.0),
+    "shiftmax (power 2, floor 0.01: defaults)": lambda z: tshiftmax(z),
+    "shiftmax power 1": lambda z: tshiftmax(z, power=1),
+    "shiftmax power 3": lambda z: tshiftmax(z, power=3),
+    "shiftmax floor 0": lambda z: tshiftmax(z, floor=0.0),
 }
 
 
@@ -152,6 +160,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--speed-only", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"Machine: {machine_line()} (torch threads: 1)\n")
@@ -161,6 +170,8 @@ def main() -> None:
         print(markdown_table(["shape", "backend / pass", "softmax µs", "shiftmax µs", "ratio"],
                              speed_rows(shapes, repeats=5 if args.quick else 20)))
         print()
+    if args.speed_only:
+        return
     seeds, epochs = (1, 10) if args.quick else (args.seeds, args.epochs)
     data = digits()
     rows = []

@@ -5,15 +5,19 @@ lof310 publishes only ShiftMax's goals (the formula is proprietary). physnets de
 
     z_i = x_i - mean(x)                               centre: removes any common shift
     f(z) = (z + sqrt(z^2 + 4)) / 2                    the "algebraic exponential"
-    q_i = f(z_i) / sum_j f(z_j)
+    q_i = f(z_i)^k / sum_j f(z_j)^k                   k = power, a small integer (default 2)
     shiftmax(x)_i = floor / n + (1 - floor) * q_i     floor in [0, 1), default 0.01
 
 f is smooth, strictly positive and strictly increasing, f(0) = 1 and f(z) f(-z) = 1 like exp,
 but grows linearly (f(z) ~ z) and decays like 1 / |z| instead of exponentially, so probability
-ratios grow polynomially with logit gaps: heavy tails, hence no over-confidence. The floor makes
-the bounds hold in floating point: floor/n <= p_i <= 1 - floor (n-1)/n.
-It is evaluated in the cancellation-free form h = (|z| + hypot(z, 2)) / 2 >= 1,
-f = h for z >= 0 and 1 / h for z < 0, so f never rounds to 0 and the gradient is finite.
+ratios grow polynomially (like |z|^(2k)) with logit gaps: heavy tails, hence no over-confidence.
+Equivalently q = softmax(k asinh(z / 2)), which the tests use as an independent reference; the
+code never evaluates exp, log or pow (f^k is k-1 multiplications). The floor makes the bounds
+hold in floating point: floor/n <= p_i <= 1 - floor (n-1)/n.
+Numerics: f is evaluated in the cancellation-free form h = (|z| + hypot(z, 2)) / 2 >= 1, f = h for
+z >= 0 and 1 / h for z < 0 (both branches finite, so gradients are too), and f is divided by its
+gradient-stopped max before the power (q is invariant to that), so nothing overflows for any
+input with |x_i| < finfo.max / 2.
 
 Non-finite input: NaN propagation (documented, jit-friendly, no host sync). A NaN or +-inf
 anywhere in a slice along `axis` makes that whole slice NaN; other slices are unaffected.
@@ -27,12 +31,24 @@ import jax.numpy as jnp
 import numpy as np
 
 DEFAULT_FLOOR = 0.01
+DEFAULT_POWER = 2
+MAX_POWER = 8
 
 
-def check_floor(floor: float) -> None:
-    """Raise ValueError unless 0 <= floor < 1 (a Python number)."""
+def check_floor(floor: float, power: int = DEFAULT_POWER) -> None:
+    """Raise ValueError unless 0 <= floor < 1 and power is an int in [1, 8]."""
     if not 0.0 <= float(floor) < 1.0:
         raise ValueError(f"floor={floor} must be in [0, 1)")
+    if isinstance(power, bool) or not isinstance(power, int) or not 1 <= power <= MAX_POWER:
+        raise ValueError(f"power={power!r} must be an integer in [1, {MAX_POWER}]")
+
+
+def int_power(f, power: int):
+    """f ** power for a small positive int, as power - 1 multiplications (no exp/log)."""
+    out = f
+    for _ in range(power - 1):
+        out = out * f
+    return out
 
 
 def algebraic_exp(z: jax.Array) -> jax.Array:
@@ -42,9 +58,11 @@ def algebraic_exp(z: jax.Array) -> jax.Array:
     return jnp.where(z >= 0, h, 1.0 / h)
 
 
-def shiftmax(x: jax.Array, axis: int = -1, *, floor: float = DEFAULT_FLOOR) -> jax.Array:
+def shiftmax(
+    x: jax.Array, axis: int = -1, *, floor: float = DEFAULT_FLOOR, power: int = DEFAULT_POWER
+) -> jax.Array:
     """ShiftMax probabilities along `axis` (same shape as x; sums to 1 along axis)."""
-    check_floor(floor)
+    check_floor(floor, power)
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"shiftmax needs floating-point input, got dtype {x.dtype}")
@@ -53,6 +71,9 @@ def shiftmax(x: jax.Array, axis: int = -1, *, floor: float = DEFAULT_FLOOR) -> j
     n = x.shape[axis]
     z = x - jnp.sum(x / n, axis=axis, keepdims=True)  # mean as sum(x / n): no overflow
     f = algebraic_exp(z)
+    # q is invariant to rescaling f, so divide by its (gradient-stopped) max first: f^k can
+    # then neither overflow nor make the sum overflow, for any finite centred input.
+    f = int_power(f / jax.lax.stop_gradient(jnp.max(f, axis=axis, keepdims=True)), power)
     q = f / jnp.sum(f, axis=axis, keepdims=True)
     if floor == 0:
         return q
@@ -69,3 +90,21 @@ def check_finite(x) -> None:
             f"shiftmax input must be finite, got {values[index]} at index {index} "
             f"({int(bad.sum())} non-finite entries of {values.size})"
         )
+
+
+GATE_NORMALISERS = ("softmax", "shiftmax")
+
+
+def gate_normaliser(name: str):
+    """fn(x, axis=-1) -> probabilities for a gate / mixture-weight normaliser named `name`.
+
+    For mixers that mix branches or experts (e.g. a `hybrid` gate): 'softmax' or 'shiftmax'
+    (default floor and power). Not meant for attention scores or the training loss.
+    """
+    if name == "softmax":
+        return lambda x, axis=-1: jax.nn.softmax(x, axis=axis)
+    if name == "shiftmax":
+        return lambda x, axis=-1: shiftmax(x, axis=axis)
+    raise ValueError(
+        f"gate normaliser {name!r} is not known; valid choices: {', '.join(GATE_NORMALISERS)}"
+    )

@@ -36,9 +36,11 @@ class ResonantState(NamedTuple):
 
 def resonance_alpha(count, resonance_strength, warmup_steps) -> jax.Array:
     """alpha = min(1, count / warmup_steps) * resonance_strength (resonance_strength if warmup <= 0)."""
-    count = jnp.asarray(count)
-    ramp = jnp.where(warmup_steps > 0, jnp.minimum(1.0, count / jnp.maximum(warmup_steps, 1)), 1.0)
-    return ramp * resonance_strength
+    fdtype = jnp.promote_types(jnp.result_type(float), jnp.float32)  # float64 when x64 is on
+    count = jnp.asarray(count).astype(fdtype)
+    warmup = jnp.asarray(warmup_steps).astype(fdtype)
+    ramp = jnp.where(warmup > 0, jnp.minimum(1.0, count / jnp.maximum(warmup, 1.0)), 1.0)
+    return ramp * jnp.asarray(resonance_strength).astype(fdtype)
 
 
 def resonant_gate(update: jax.Array, param: jax.Array, alpha, eps: float = 1e-8) -> jax.Array:

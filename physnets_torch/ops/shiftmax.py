@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import torch
 
-from physnets_jax.ops.shiftmax import DEFAULT_FLOOR, check_floor
+from physnets_jax.ops.shiftmax import (
+    DEFAULT_FLOOR,
+    DEFAULT_POWER,
+    GATE_NORMALISERS,
+    check_floor,
+    int_power,
+)
 
 
 def algebraic_exp(z: torch.Tensor) -> torch.Tensor:
@@ -18,9 +24,11 @@ def algebraic_exp(z: torch.Tensor) -> torch.Tensor:
     return torch.where(z >= 0, h, 1.0 / h)
 
 
-def shiftmax(x: torch.Tensor, dim: int = -1, *, floor: float = DEFAULT_FLOOR) -> torch.Tensor:
+def shiftmax(
+    x: torch.Tensor, dim: int = -1, *, floor: float = DEFAULT_FLOOR, power: int = DEFAULT_POWER
+) -> torch.Tensor:
     """ShiftMax probabilities along `dim` (same shape as x; sums to 1 along dim)."""
-    check_floor(floor)
+    check_floor(floor, power)
     if not torch.is_floating_point(x):
         raise ValueError(f"shiftmax needs floating-point input, got dtype {x.dtype}")
     if x.dim() == 0:
@@ -28,6 +36,7 @@ def shiftmax(x: torch.Tensor, dim: int = -1, *, floor: float = DEFAULT_FLOOR) ->
     n = x.shape[dim]
     z = x - torch.sum(x / n, dim=dim, keepdim=True)
     f = algebraic_exp(z)
+    f = int_power(f / torch.amax(f, dim=dim, keepdim=True).detach(), power)  # no overflow
     q = f / torch.sum(f, dim=dim, keepdim=True)
     if floor == 0:
         return q
@@ -43,3 +52,17 @@ def check_finite(x: torch.Tensor) -> None:
             f"shiftmax input must be finite, got {float(x[index])} at index {index} "
             f"({int(bad.sum())} non-finite entries of {x.numel()})"
         )
+
+
+def gate_normaliser(name: str):
+    """fn(x, dim=-1) -> probabilities for a gate / mixture-weight normaliser named `name`.
+
+    Twin of physnets_jax.ops.shiftmax.gate_normaliser: 'softmax' or 'shiftmax'.
+    """
+    if name == "softmax":
+        return lambda x, dim=-1: torch.softmax(x, dim=dim)
+    if name == "shiftmax":
+        return lambda x, dim=-1: shiftmax(x, dim=dim)
+    raise ValueError(
+        f"gate normaliser {name!r} is not known; valid choices: {', '.join(GATE_NORMALISERS)}"
+    )
