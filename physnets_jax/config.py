@@ -15,7 +15,7 @@ from typing import Any
 # Valid choices per slot. A new component adds its name here and its builder in both backends'
 # layers/__init__.py (MIXERS, MLPS, ...).
 EMBEDDINGS = ("learned", "token", "wave")
-MIXERS = ("attention", "ripple", "wave")
+MIXERS = ("attention", "ripple", "wave", "gateloop", "simple_gateloop", "hybrid")
 MLPS = ("gelu", "relu", "ripple", "swiglu", "wave")
 RESIDUALS = ("add", "orthogonal_parallel")
 RESIDUAL_VARIANTS = ("projection", "reference")  # orthogonal_parallel: parallel = proj x | notebook
@@ -26,6 +26,7 @@ WAVE_ATTENTIONS = ("interference", "physics", "pure")
 WAVE_KERNELS = ("elu1", "sigmoid", "exp", "linear", "identity")
 WAVE_MODES = ("quadratic", "linear")
 WAVE_ACTIVATIONS = ("sin", "gelu_sin")
+GATELOOP_SCANS = ("associative", "chunked", "sequential")  # JAX scan used by the GateLoop mixers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +71,18 @@ class ModelConfig:
     wave_chunk_size: int = 64  # pure linear mode: chunk length
     wave_activation: str = "sin"  # mlp="wave": sin (sin x + 0.1 x) | gelu_sin (gelu x + 0.1 sin x)
     wave_embed_ratio: float = 0.0  # initial share r of the standard embedding: (1-r) wave + r std
+
+    # GateLoop (mixer="gateloop" | "simple_gateloop" | "hybrid"); docs/gateloop.md
+    gateloop_heads: int | None = None  # None: max heads (= dim_inner, head dim 1)
+    gateloop_dim_inner: int | None = None  # None: n_embd
+    gateloop_frac_gradient: float = 0.9  # share of the gradient reaching the state-transition proj
+    gateloop_sub_ln: bool = False  # LayerNorm(dim_inner) on the recurrence output
+    gateloop_ablate_complex: bool = False  # a = sign(Re z) sigmoid|Re z| (real)
+    gateloop_ablate_state_transition: bool = False  # a = 1 (cumulative sum of k v^T)
+    gateloop_checkpoint: bool = False  # recompute the recurrence in the backward (memory)
+    gateloop_post_ln: bool = False  # simple_gateloop / hybrid: LayerNorm on the layer output
+    gateloop_hybrid_layers: int = 2  # hybrid: the first N blocks get a SimpleGateLoopLayer
+    gateloop_scan: str = "associative"  # JAX scan: associative | chunked | sequential (torch: own)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -122,6 +135,28 @@ class ModelConfig:
                              "(set tie_embeddings=False)")
         if self.tie_embeddings and self.head != "linear":
             raise ValueError(f"tie_embeddings=True needs head='linear', got head={self.head!r}")
+        self._check_gateloop()
+
+    def _check_gateloop(self) -> None:
+        for name in ("gateloop_heads", "gateloop_dim_inner"):
+            if getattr(self, name) is not None:
+                _require_positive_int(name, getattr(self, name))
+        dim_inner = self.gateloop_dim_inner or self.n_embd
+        heads = self.gateloop_heads or dim_inner
+        if dim_inner % heads:
+            raise ValueError(
+                f"gateloop_heads={heads} must divide the GateLoop inner dimension "
+                f"gateloop_dim_inner={dim_inner} (None means n_embd={self.n_embd})"
+            )
+        if not 0.0 < self.gateloop_frac_gradient <= 1.0:
+            raise ValueError(f"gateloop_frac_gradient={self.gateloop_frac_gradient} must be in (0, 1]")
+        hybrid = self.gateloop_hybrid_layers
+        if isinstance(hybrid, bool) or not isinstance(hybrid, int) or hybrid < 0:
+            raise ValueError(f"gateloop_hybrid_layers={hybrid!r} must be a non-negative integer")
+        if self.gateloop_scan not in GATELOOP_SCANS:
+            raise ValueError(
+                f"gateloop_scan={self.gateloop_scan!r} is not known; valid choices: {', '.join(GATELOOP_SCANS)}"
+            )
 
     @property
     def head_size(self) -> int:
@@ -297,4 +332,35 @@ register_preset(
         norm="layernorm", bias=True, tie_embeddings=False, dropout=0.1, scaled_residual_init=False,
     ),
     _WAVE_SIZES,
+)
+
+# GateLoop transformer (lucidrains/gateloop-transformer 0.2.5 `Transformer`, Katsch 2023): token
+# embedding, GateLoopedAttention with max heads (gateloop_heads=None), 4x exact-GELU feed-forward
+# with biases, RMSNorm prenorm and final RMSNorm, untied bias-free head. "small" trains on a CPU
+# in minutes; "nano" is for tests. docs/gateloop.md.
+_GATELOOP_SIZES = {
+    "nano": dict(vocab_size=65, block_size=32, n_layer=2, n_head=2, n_embd=32),
+    "small": dict(vocab_size=65, block_size=128, n_layer=4, n_head=4, n_embd=128),
+}
+register_preset(
+    "gateloop",
+    dict(
+        embedding="token", mixer="gateloop", mlp="gelu", residual="add", head="linear",
+        norm="rmsnorm", prenorm=True, tie_embeddings=False, mlp_bias=True, dropout=0.0,
+    ),
+    _GATELOOP_SIZES,
+)
+
+# The reference's enwik8 run: dim 512, depth 6, 512 gate-loop heads (max heads), post-LayerNorm
+# blocks x = LN(f(x) + x) with no final norm, byte vocabulary: 23,888,896 parameters ("small").
+register_preset(
+    "gateloop-enwik8",
+    dict(
+        embedding="token", mixer="gateloop", mlp="gelu", residual="add", head="linear",
+        norm="layernorm", prenorm=False, tie_embeddings=False, mlp_bias=True, dropout=0.0,
+    ),
+    {
+        "nano": dict(vocab_size=256, block_size=32, n_layer=2, n_head=2, n_embd=32),
+        "small": dict(vocab_size=256, block_size=256, n_layer=6, n_head=8, n_embd=512),
+    },
 )

@@ -26,3 +26,10 @@ EMBEDDINGS["wave"] = WavePacketEmbedding
 HEADS["wave_collapse"] = WaveCollapseHead
 MIXERS["wave"] = WaveAttention
 MLPS["wave"] = WaveMLP
+
+# GateLoop (docs/gateloop.md)
+from physnets_jax.layers.gateloop import GateLoopedAttention, HybridMixer, SimpleGateLoopLayer  # noqa: E402
+
+MIXERS["gateloop"] = GateLoopedAttention
+MIXERS["simple_gateloop"] = SimpleGateLoopLayer
+MIXERS["hybrid"] = HybridMixer

@@ -22,6 +22,8 @@ axes, as the per-head transition of GateLoopedAttention does over its (d_k, d_v)
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 
@@ -89,6 +91,9 @@ def _combine(earlier, later):
     return a_j * a_i, a_j * x_i + x_j
 
 
+# Each public scan is jitted: one compilation per shape even when called eagerly (eager JAX would
+# compile every slice/pad primitive of the associative scan separately), inlined under an outer jit.
+@partial(jax.jit, static_argnames="axis")
 def gate_loop_scan(a: jax.Array, kv: jax.Array, *, axis: int = 1, h0: jax.Array | None = None) -> jax.Array:
     """States h (kv's shape) of h_t = a_t h_{t-1} + kv_t along `axis`, h_{-1} = h0 (default 0),
     by jax.lax.associative_scan."""
@@ -97,6 +102,7 @@ def gate_loop_scan(a: jax.Array, kv: jax.Array, *, axis: int = 1, h0: jax.Array 
     return h
 
 
+@partial(jax.jit, static_argnames="axis")
 def gate_loop_scan_sequential(
     a: jax.Array, kv: jax.Array, *, axis: int = 1, h0: jax.Array | None = None
 ) -> jax.Array:
@@ -114,6 +120,7 @@ def gate_loop_scan_sequential(
     return jnp.moveaxis(h_T, 0, axis)
 
 
+@partial(jax.jit, static_argnames=("axis", "chunk"))
 def gate_loop_scan_chunked(
     a: jax.Array, kv: jax.Array, *, axis: int = 1, h0: jax.Array | None = None, chunk: int = 64
 ) -> jax.Array:

@@ -25,3 +25,10 @@ EMBEDDINGS["wave"] = WavePacketEmbedding
 HEADS["wave_collapse"] = WaveCollapseHead
 MIXERS["wave"] = WaveAttention
 MLPS["wave"] = WaveMLP
+
+# GateLoop (docs/gateloop.md)
+from physnets_torch.layers.gateloop import GateLoopedAttention, HybridMixer, SimpleGateLoopLayer  # noqa: E402
+
+MIXERS["gateloop"] = GateLoopedAttention
+MIXERS["simple_gateloop"] = SimpleGateLoopLayer
+MIXERS["hybrid"] = HybridMixer

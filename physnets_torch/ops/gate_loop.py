@@ -1,148 +1,237 @@
 """The GateLoop linear recurrence h_t = a_t * h_{t-1} + kv_t along one axis (real or complex).
 
 Torch twin of physnets_jax/ops/gate_loop.py (same arguments, same validation messages). torch has
-no associative scan, so this is a parallel algorithm written with vectorised tensor ops, no Python
-loop over time steps:
+no associative scan, so this module implements a two-level parallel scan with vectorised tensor
+ops (never a Python loop over the T time steps):
 
-- chunked Hillis-Steele: the sequence is cut into chunks of `chunk` positions; inside all chunks
-  at once a Hillis-Steele doubling scan runs log2(chunk) vectorised steps
-  (x[s:] += A[s:] * x[:-s];  A[s:] *= A[:-s]), which only multiplies, adds and never divides,
-  so products of |a| < 1 may underflow to 0 but never produce inf/NaN; the chunk-end states are
-  then combined by the same algorithm applied recursively to the T/chunk chunk totals, and one
-  vectorised update adds each chunk's incoming state.
-- gradients: a custom autograd Function. The backward of a linear recurrence is the reverse
-  recurrence dh_t = g_t + conj(a_{t+1}) dh_{t+1}, run with the same scan; then
-  d kv_t = dh_t and d a_t = dh_t conj(h_{t-1}). Only a and h are saved (no log2(T) stack of
-  intermediates as autograd through the doubling steps would keep).
+    1. cut the sequence into n chunks of C ~ sqrt(T) positions (a divisor of T when one is near);
+    2. compute every chunk's total at once: P_c = product of its a, E_c = its end state from 0;
+    3. scan the n totals with the same algorithm, recursively: the state entering each chunk;
+    4. rescan every chunk from its incoming state, writing the output.
 
-Chosen by measurement (benchmarks/gateloop_scan.py, 2-core CPU): the chunked form with chunk 16
-beat the full-length doubling scan (log2(T) steps) and the odd/even recursion of the published
-package (see docs/gateloop.md).
+Steps 2 and 4 have two implementations (`method`):
+    "blocked" (default): C vectorised steps h_t = a_t h_{t-1} + kv_t, each over all n chunks
+        (the "sequential inside a chunk, parallel across chunks" layout of GPU scan kernels),
+        written as reduce-then-scan: one pass computes every chunk's total, the totals are
+        scanned, one more pass rescans every chunk from its incoming state straight into the
+        output; about five passes over memory, O(sqrt T) Python-level ops.
+    "doubling": Hillis-Steele over the whole length, log2(T) vectorised steps
+        x[s:] += A[s:] x[:-s], A[s:] *= A[:-s] (log depth, but ~6 passes over memory per step).
+    "auto": doubling up to AUTO_DOUBLING_MAX_LEN = 256 positions, blocked beyond.
+Chosen by measurement (benchmarks/gateloop_scan.py, SimpleGateLoopLayer dim 256 batch 8
+forward+backward on a shared 2-core CPU, docs/gateloop.md): "blocked" was the fastest torch
+scan at 256, 1024 and 16384 positions in the recorded run (the doubling scan won some noisier
+runs at 256-1024, where Python op overhead dominates; at long lengths memory traffic dominates
+and the blocked scan's ~5 passes beat doubling's ~6 per step). Both only multiply and add (no
+division by running products, no logs), so products of |a| < 1 can underflow to 0 but never give
+inf or NaN, also in float16/bfloat16.
+
+Gradients come from a custom autograd Function: the backward of a linear recurrence is the
+reverse recurrence dh_t = g_t + conj(a_{t+1}) dh_{t+1}, run with the same scan; then
+d kv_t = dh_t, d a_t = dh_t conj(h_{t-1}) (h_{-1} = h0) and d h0 = conj(a_0) dh_0.
+Only a and h are saved for the backward.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
 from physnets_jax.ops.gate_loop import check_gate_loop_args
 
-DEFAULT_CHUNK = 16
-
-
-def _doubling_scan_(A: torch.Tensor, X: torch.Tensor, dim: int) -> None:
-    """In place: X <- inclusive scan of (A, X) along dim, A <- cumulative product (Hillis-Steele)."""
-    L = X.shape[dim]
-    s = 1
-    while s < L:
-        n = L - s
-        X.narrow(dim, s, n).add_(A.narrow(dim, s, n) * X.narrow(dim, 0, n))
-        if 2 * s < L or True:
-            A.narrow(dim, s, n).copy_(A.narrow(dim, s, n) * A.narrow(dim, 0, n))
-        s *= 2
-
-
-def _pad_to(t: torch.Tensor, dim: int, length: int) -> torch.Tensor:
-    extra = length - t.shape[dim]
-    if extra == 0:
-        return t.clone()
-    shape = list(t.shape)
-    shape[dim] = extra
-    return torch.cat([t, t.new_zeros(shape)], dim=dim)
-
-
-def _scan_values(a: torch.Tensor, kv: torch.Tensor, dim: int, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cumulative product of a, states h) along dim, by the chunked doubling scan (no autograd)."""
-    T = kv.shape[dim]
-    if T <= chunk:
-        A, X = a.clone(), kv.clone()
-        _doubling_scan_(A, X, dim)
-        return A, X
-    n_chunks = -(-T // chunk)
-    padded = n_chunks * chunk
-    A = _pad_to(a, dim, padded).unflatten(dim, (n_chunks, chunk))
-    X = _pad_to(kv, dim, padded).unflatten(dim, (n_chunks, chunk))
-    _doubling_scan_(A, X, dim + 1)
-    # States at the chunk ends, by the same scan over the n_chunks chunk totals.
-    P = A.select(dim + 1, chunk - 1)
-    E = X.select(dim + 1, chunk - 1)
-    _, ends = _scan_values(P, E, dim, chunk)
-    # State entering chunk c is the end state of chunk c - 1 (zero for the first chunk).
-    incoming = torch.cat([torch.zeros_like(ends.narrow(dim, 0, 1)), ends.narrow(dim, 0, n_chunks - 1)], dim)
-    X.add_(A * incoming.unsqueeze(dim + 1))
-    A = A.flatten(dim, dim + 1).narrow(dim, 0, T)
-    X = X.flatten(dim, dim + 1).narrow(dim, 0, T)
-    return A, X
-
-
-def _reduce_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Sum t over the axes where `shape` has size 1 (the gradient of a broadcast)."""
-    dims = tuple(d for d, (n, m) in enumerate(zip(shape, t.shape, strict=True)) if n == 1 and m != 1)
-    return t.sum(dim=dims, keepdim=True) if dims else t
-
-
-class _GateLoopScan(torch.autograd.Function):
-    """h = scan(a, kv) along dim with the reverse-recurrence backward."""
-
-    @staticmethod
-    def forward(ctx, a, kv, dim: int, chunk: int):
-        _, h = _scan_values(a, kv, dim, chunk)
-        ctx.save_for_backward(a, h)
-        ctx.dim, ctx.chunk = dim, chunk
-        return h
-
-    @staticmethod
-    def backward(ctx, grad_h):
-        a, h = ctx.saved_tensors
-        dim, chunk = ctx.dim, ctx.chunk
-        T = h.shape[dim]
-        # dh_t = g_t + conj(a_{t+1}) dh_{t+1}: a forward scan of the time-reversed sequence.
-        a_next = torch.cat([a.narrow(dim, 1, T - 1), torch.zeros_like(a.narrow(dim, 0, 1))], dim)
-        a_next = a_next.conj() if a_next.is_complex() else a_next
-        _, dh = _scan_values(a_next.flip(dim), grad_h.flip(dim), dim, chunk)
-        dh = dh.flip(dim)
-        h_prev = torch.cat([torch.zeros_like(h.narrow(dim, 0, 1)), h.narrow(dim, 0, T - 1)], dim)
-        h_prev = h_prev.conj() if h_prev.is_complex() else h_prev
-        grad_a = _reduce_to(dh * h_prev, a.shape) if ctx.needs_input_grad[0] else None
-        return grad_a, dh, None, None
-
-
-def _prepare(a: torch.Tensor, kv: torch.Tensor, axis: int, h0: torch.Tensor | None):
-    for name, t in (("a", a), ("kv", kv)):
-        if not isinstance(t, torch.Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    axis = check_gate_loop_args(
-        a.shape, kv.shape, _dtype_name(a.dtype), _dtype_name(kv.dtype), axis,
-        None if h0 is None else tuple(h0.shape),
-    )
-    if h0 is not None:
-        h0 = h0.to(kv.dtype)
-        first = a.narrow(axis, 0, 1) * h0.unsqueeze(axis) + kv.narrow(axis, 0, 1)
-        kv = torch.cat([first, kv.narrow(axis, 1, kv.shape[axis] - 1)], axis)
-    return axis, kv
+METHODS = ("auto", "blocked", "doubling")
+_BASE = 32  # sequences up to this length are scanned position by position, in one chunk
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+def _chunk_len(T: int) -> int:
+    """A chunk length near sqrt(T), preferring one that divides T (no ragged chunk)."""
+    root = math.isqrt(T)
+    for C in range(root, max(root // 2, 1), -1):
+        if T % C == 0:
+            return C
+    return root + (root * root < T)
+
+
+def _seq_into(out, c, x, d: int, reverse: bool, h0) -> None:
+    """out_t = c_t * out_{t-1} + x_t along axis d (reverse: c_t * out_{t+1} + x_t), from h0."""
+    n = x.shape[d]
+    order = range(n - 1, -1, -1) if reverse else range(n)
+    prev = h0
+    for t in order:
+        if prev is None:
+            out.select(d, t).copy_(x.select(d, t))
+        else:
+            torch.addcmul(x.select(d, t), c.select(d, t), prev, out=out.select(d, t))
+        prev = out.select(d, t)
+
+
+def _scan_blocked(c, x, d: int, reverse: bool, h0):
+    """Two-level reduce-then-scan (see the module docstring); about five passes over memory."""
+    T = x.shape[d]
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    if T <= _BASE:
+        _seq_into(out, c, x, d, reverse, h0)
+        return out
+    C = _chunk_len(T)
+    n = T // C
+    r = T - n * C  # ragged part: after the chunks (forward) or before them (reverse)
+    s0 = r if reverse else 0
+    cm = c.narrow(d, s0, n * C).unflatten(d, (n, C))
+    xm = x.narrow(d, s0, n * C).unflatten(d, (n, C))
+    om = out.narrow(d, s0, n * C).unflatten(d, (n, C))
+    order = range(C - 1, -1, -1) if reverse else range(C)
+    # Pass 1: every chunk's total (P = product of c, E = state from a zero start), all at once.
+    first = order[0]
+    E = xm.select(d + 1, first).clone()
+    P = cm.select(d + 1, first).clone()
+    for t in order[1:]:
+        c_t = cm.select(d + 1, t)
+        E.mul_(c_t).add_(xm.select(d + 1, t))
+        P.mul_(c_t)
+    # Pass 2: the chunk totals' own scan gives the state at every chunk's far edge.
+    edges = _scan_blocked(P, E, d, reverse, h0)
+    zero = torch.zeros_like(edges.narrow(d, 0, 1)) if h0 is None else h0.unsqueeze(d).to(edges.dtype)
+    if reverse:
+        incoming = torch.cat([edges.narrow(d, 1, n - 1), zero], d)
+    else:
+        incoming = torch.cat([zero, edges.narrow(d, 0, n - 1)], d)
+    # Pass 3: rescan every chunk from its incoming state, writing the output.
+    prev = incoming
+    for t in order:
+        torch.addcmul(xm.select(d + 1, t), cm.select(d + 1, t), prev, out=om.select(d + 1, t))
+        prev = om.select(d + 1, t)
+    if r:
+        if reverse:
+            _seq_into(out.narrow(d, 0, r), c.narrow(d, 0, r), x.narrow(d, 0, r), d, True, out.select(d, r))
+        else:
+            _seq_into(out.narrow(d, n * C, r), c.narrow(d, n * C, r), x.narrow(d, n * C, r), d, False,
+                      out.select(d, n * C - 1))
+    return out
+
+
+def _scan_doubling(c, x, d: int, reverse: bool, h0):
+    """Hillis-Steele over the whole length: log2(T) vectorised steps, ~6 passes over memory each."""
+    T = x.shape[d]
+    X = x.clone(memory_format=torch.contiguous_format)
+    if h0 is not None:
+        i = T - 1 if reverse else 0
+        X.select(d, i).add_(c.select(d, i) * h0)
+    A = c.clone(memory_format=torch.contiguous_format)
+    s = 1
+    while s < T:
+        n = T - s
+        dst, src = (0, s) if reverse else (s, 0)
+        X.narrow(d, dst, n).add_(A.narrow(d, dst, n) * X.narrow(d, src, n))
+        A.narrow(d, dst, n).copy_(A.narrow(d, dst, n) * A.narrow(d, src, n))
+        s *= 2
+    return X
+
+
+AUTO_DOUBLING_MAX_LEN = 256  # "auto": doubling up to this length (fewer Python-level ops), else blocked
+
+
+def _scan_auto(c, x, d: int, reverse: bool, h0):
+    """"doubling" for short sequences (op count dominates), "blocked" for long ones (memory
+    traffic dominates); the threshold comes from benchmarks/gateloop_scan.py."""
+    fn = _scan_doubling if x.shape[d] <= AUTO_DOUBLING_MAX_LEN else _scan_blocked
+    return fn(c, x, d, reverse, h0)
+
+
+_SCANS = {"auto": _scan_auto, "blocked": _scan_blocked, "doubling": _scan_doubling}
+
+
+def _reduce_to(t: torch.Tensor, shape) -> torch.Tensor:
+    """Sum t over the axes where `shape` has size 1 (the gradient of a broadcast operand)."""
+    dims = tuple(d for d, (n, m) in enumerate(zip(shape, t.shape, strict=True)) if n == 1 and m != 1)
+    return t.sum(dim=dims, keepdim=True) if dims else t
+
+
+class _GateLoopScan(torch.autograd.Function):
+    """h = scan(a, kv) along dim from h0, with the reverse-recurrence backward."""
+
+    @staticmethod
+    def forward(ctx, a, kv, h0, dim: int, method: str):
+        h = _SCANS[method](a, kv, dim, False, h0)
+        ctx.save_for_backward(a, h, h0)
+        ctx.dim, ctx.method = dim, method
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_h):
+        a, h, h0 = ctx.saved_tensors
+        dim = ctx.dim
+        T = h.shape[dim]
+        # dh_t = g_t + conj(a_{t+1}) dh_{t+1} (a_T = 0): a reverse scan with c_t = conj(a_{t+1}).
+        c = torch.empty(a.shape, dtype=a.dtype, device=a.device)
+        c.narrow(dim, 0, T - 1).copy_(a.narrow(dim, 1, T - 1))
+        c.narrow(dim, T - 1, 1).zero_()
+        if c.is_complex():
+            torch.conj_physical_(c)
+        dh = _SCANS[ctx.method](c, grad_h, dim, True, None)
+        del c
+        grad_a = grad_h0 = None
+        if ctx.needs_input_grad[0]:
+            grad_a = torch.empty_like(dh)
+            if T > 1:
+                h_prev = h.narrow(dim, 0, T - 1)
+                h_prev = h_prev.conj() if h_prev.is_complex() else h_prev
+                torch.mul(dh.narrow(dim, 1, T - 1), h_prev, out=grad_a.narrow(dim, 1, T - 1))
+            first = grad_a.narrow(dim, 0, 1)
+            if h0 is None:
+                first.zero_()
+            else:
+                first.copy_(dh.narrow(dim, 0, 1) * (h0.conj() if h0.is_complex() else h0).unsqueeze(dim))
+            grad_a = _reduce_to(grad_a, a.shape)
+        if h0 is not None and ctx.needs_input_grad[2]:
+            a0 = a.narrow(dim, 0, 1)
+            a0 = a0.conj() if a0.is_complex() else a0
+            grad_h0 = (dh.narrow(dim, 0, 1) * a0).squeeze(dim)
+        return grad_a, dh, grad_h0, None, None
+
+
+def _check(a, kv, axis, h0, method):
+    for name, t in (("a", a), ("kv", kv)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is not a known scan method; valid choices: {', '.join(METHODS)}")
+    axis = check_gate_loop_args(
+        a.shape, kv.shape, _dtype_name(a.dtype), _dtype_name(kv.dtype), axis,
+        None if h0 is None else tuple(h0.shape),
+    )
+    if h0 is not None:
+        h0 = h0.to(kv.dtype)
+    return axis, h0
+
+
 def gate_loop_scan(
     a: torch.Tensor, kv: torch.Tensor, *, axis: int = 1, h0: torch.Tensor | None = None,
-    chunk: int = DEFAULT_CHUNK,
+    method: str = "blocked", scan_backend: str = "torch",
 ) -> torch.Tensor:
     """States h (kv's shape) of h_t = a_t h_{t-1} + kv_t along `axis`, h_{-1} = h0 (default 0),
-    by the chunked doubling scan with a reverse-scan backward."""
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 2:
-        raise ValueError(f"chunk={chunk!r} must be an integer >= 2")
-    axis, kv = _prepare(a, kv, axis, h0)
-    return _GateLoopScan.apply(a, kv, axis, chunk)
+    by the two-level chunked scan with a reverse-scan backward. scan_backend="jax" runs
+    physnets_jax's associative scan through physnets_torch.bridge instead (forward and backward)."""
+    if scan_backend == "jax":
+        from physnets_torch.bridge import gate_loop_scan_jax
+
+        return gate_loop_scan_jax(a, kv, axis=axis, h0=h0)
+    if scan_backend != "torch":
+        raise ValueError(f"scan_backend={scan_backend!r} is not a known scan backend; valid choices: torch, jax")
+    axis, h0 = _check(a, kv, axis, h0, method)
+    return _GateLoopScan.apply(a, kv, h0, axis, method)
 
 
 def gate_loop_scan_sequential(
     a: torch.Tensor, kv: torch.Tensor, *, axis: int = 1, h0: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Reference: the same states by a Python loop over positions (tests only; slow)."""
-    axis, kv = _prepare(a, kv, axis, h0)
-    h = torch.zeros_like(kv.select(axis, 0))
+    """Reference: the same states by a Python loop over all positions (tests only; slow)."""
+    axis, h0 = _check(a, kv, axis, h0, "blocked")
+    h = torch.zeros_like(kv.select(axis, 0)) if h0 is None else h0
     out = []
     for t in range(kv.shape[axis]):
         h = a.select(axis, t) * h + kv.select(axis, t)
