@@ -174,7 +174,8 @@ class WaveAttention(nnx.Module):
         else:
             self.q_freq, self.k_freq = lin(H * W), lin(H * W)
             self.q_phase, self.k_phase = lin(H * W), lin(H * W)
-            self.interference_scale = nnx.Param(jnp.ones((H, 1, 1)))
+            if self.mode == "quadratic" or self.kernel_name == "linear":  # unused otherwise
+                self.interference_scale = nnx.Param(jnp.ones((H, 1, 1)))
         self.v_proj = lin(D)
         self.o_proj = dense(D, D, bias=cfg.bias, std=cfg.residual_init_std, rngs=rngs)
         self.attn_drop = nnx.Dropout(cfg.dropout, rngs=rngs)
