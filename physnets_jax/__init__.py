@@ -8,9 +8,11 @@ from importlib import import_module
 
 from physnets_jax.config import ModelConfig, preset, preset_names
 
-__all__ = ["ModelConfig", "preset", "preset_names", "Decoder", "build_model", "generate"]
+__all__ = ["ModelConfig", "preset", "preset_names", "Decoder", "build_model", "generate", "load_pretrained", "save_pretrained"]
 
 _LAZY = {
+    "load_pretrained": "physnets_jax.export",
+    "save_pretrained": "physnets_jax.export",
     "Decoder": "physnets_jax.model",
     "build_model": "physnets_jax.model",
     "generate": "physnets_jax.generate",

@@ -4,9 +4,11 @@ from importlib import import_module
 
 from physnets_jax.config import ModelConfig, preset, preset_names
 
-__all__ = ["ModelConfig", "preset", "preset_names", "Decoder", "build_model", "generate", "JaxModule", "jax_to_torch"]
+__all__ = ["ModelConfig", "preset", "preset_names", "Decoder", "build_model", "generate", "load_pretrained", "save_pretrained", "JaxModule", "jax_to_torch"]
 
 _LAZY = {
+    "load_pretrained": "physnets_torch.io",
+    "save_pretrained": "physnets_torch.io",
     "Decoder": "physnets_torch.model",
     "build_model": "physnets_torch.model",
     "generate": "physnets_torch.generate",

@@ -1,0 +1,229 @@
+"""Training and generation throughput of every preset in both backends, in one markdown table.
+
+    python benchmarks/throughput.py --quick      # micro sizes, seq 256, ~minutes on 2 CPU cores
+    python benchmarks/throughput.py              # seed sizes, seq 256/1024/4096 (16384 linear-time)
+
+Each cell (preset x backend x sequence length) runs in a fresh subprocess so that its peak
+resident memory (ru_maxrss, which includes the ~0.4-0.6 GB of the imported frameworks) is its
+own. Training is a full optimizer step (forward, backward, AdamW); generation is tokens/s of
+greedy decoding with and without the decoding cache. MFU divides the training FLOPs (6 N per
+token for the weights plus 12 L T d for attention scores, the usual estimate) by the float32
+matmul peak measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import resource
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+LINEAR_TIME_MIXERS = ("wave", "gateloop", "simple_gateloop")
+
+
+def _cfg(preset_name: str, size: str, seq: int):
+    from physnets_jax.config import preset
+
+    name, _, variant = preset_name.partition("+")
+    overrides = {"dropout": 0.0, "block_size": seq}
+    if variant == "op":
+        overrides["residual"] = "orthogonal_parallel"
+    return preset(name, size, **overrides)
+
+
+def _train_flops_per_token(cfg, n_params: int, seq: int) -> float:
+    return 6.0 * n_params + 12.0 * cfg.n_layer * seq * cfg.n_embd
+
+
+def _cell_jax(cfg, batch: int, seq: int, steps: int, gen_tokens: int) -> dict:
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from physnets_jax.generate import generate
+    from physnets_jax.model import Decoder, count_params
+    from physnets_jax.train import TrainConfig, make_optimizer, train_step
+
+    model = Decoder(cfg, rngs=nnx.Rngs(0))
+    n_params = count_params(model)
+    tx = make_optimizer(TrainConfig(steps=steps + 2, warmup_steps=1))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    opt_state = tx.init(params)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, cfg.vocab_size, (batch, seq)).astype(np.int32)
+    params, rest, opt_state, loss = train_step(graphdef, tx, params, rest, opt_state, x, x)
+    jax.block_until_ready(loss)
+    start = time.perf_counter()
+    for _ in range(steps):
+        params, rest, opt_state, loss = train_step(graphdef, tx, params, rest, opt_state, x, x)
+    jax.block_until_ready(loss)
+    train_s = (time.perf_counter() - start) / steps
+    nnx.update(model, params, rest)
+    out = {"params": n_params, "train_tok_s": batch * seq / train_s, "train_step_s": train_s}
+    out.update(_generation(lambda p, n, cache: generate(model, p, n, greedy=True, use_cache=cache),
+                           cfg, gen_tokens, lambda t: np.asarray(t)))
+    return out
+
+
+def _cell_torch(cfg, batch: int, seq: int, steps: int, gen_tokens: int, compiled: bool) -> dict:
+    import numpy as np
+    import torch
+
+    from physnets_torch.generate import generate
+    from physnets_torch.losses import cross_entropy
+    from physnets_torch.model import Decoder, count_params
+
+    torch.manual_seed(0)
+    model = Decoder(cfg)
+    n_params = count_params(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    forward = torch.compile(model) if compiled else model
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, cfg.vocab_size, (batch, seq)))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        cross_entropy(forward(x), x).backward()
+        opt.step()
+
+    step()
+    if compiled:
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    train_s = (time.perf_counter() - start) / steps
+    out = {"params": n_params, "train_tok_s": batch * seq / train_s, "train_step_s": train_s}
+    if not compiled:
+        out.update(_generation(lambda p, n, cache: generate(model, torch.from_numpy(p), n, greedy=True, use_cache=cache),
+                               cfg, gen_tokens, lambda t: t))
+    return out
+
+
+def _generation(run, cfg, gen_tokens: int, to_host) -> dict:
+    import numpy as np
+
+    if gen_tokens <= 0:
+        return {}
+    prompt_len = 16
+    if not cfg.extrapolates:
+        gen_tokens = min(gen_tokens, cfg.block_size - prompt_len)
+    prompt = np.zeros((1, prompt_len), dtype=np.int64)
+    result = {}
+    for cache in (True, False):
+        to_host(run(prompt, 4, cache))  # compile / warm up
+        start = time.perf_counter()
+        to_host(run(prompt, gen_tokens, cache))
+        result[f"gen_tok_s_{'cache' if cache else 'nocache'}"] = gen_tokens / (time.perf_counter() - start)
+    return result
+
+
+def run_cell(spec: dict) -> dict:
+    """Measure one (preset, backend, seq) cell in this process; adds peak RSS in MB."""
+    cfg = _cfg(spec["preset"], spec["size"], spec["seq"])
+    if spec["backend"] == "jax":
+        out = _cell_jax(cfg, spec["batch"], spec["seq"], spec["steps"], spec["gen_tokens"])
+    else:
+        out = _cell_torch(cfg, spec["batch"], spec["seq"], spec["steps"], spec["gen_tokens"],
+                          compiled=spec["backend"] == "torch.compile")
+    out["flops_per_token"] = _train_flops_per_token(cfg, out["params"], spec["seq"])
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> dict:
+    """Float32 matmul GFLOP/s of an n x n product, in JAX and torch (best of repeats)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    ja = jnp.asarray(a)
+    mm = jax.jit(lambda x: x @ x)
+    mm(ja).block_until_ready()
+    ta = torch.from_numpy(a)
+    best = {"jax": 1e9, "torch": 1e9}
+    for _ in range(repeats):
+        t = time.perf_counter()
+        mm(ja).block_until_ready()
+        best["jax"] = min(best["jax"], time.perf_counter() - t)
+        t = time.perf_counter()
+        ta @ ta
+        best["torch"] = min(best["torch"], time.perf_counter() - t)
+    return {k: 2 * n**3 / v / 1e9 for k, v in best.items()}
+
+
+def main() -> None:
+    """Run every cell in a subprocess and print one markdown table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="micro sizes, seq 256, no torch.compile")
+    parser.add_argument("--presets", default=None, help="comma list (default: every registered preset + '+op' variants of gpt, ripplegpt)")
+    parser.add_argument("--seqs", default=None, help="comma list of sequence lengths")
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--cell", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.cell:
+        print(json.dumps(run_cell(json.loads(args.cell))))
+        return
+
+    from benchmarks.timing import machine_line, markdown_table
+    from physnets_jax.config import preset_names, preset_sizes
+
+    presets = args.presets.split(",") if args.presets else [
+        p for p in preset_names() if "enwik8" not in p
+    ] + ["gpt+op", "ripplegpt+op"]
+    seqs = [int(s) for s in args.seqs.split(",")] if args.seqs else ([256] if args.quick else [256, 1024, 4096])
+    batch = args.batch or (4 if args.quick else 8)
+    steps = args.steps or (3 if args.quick else 5)
+    backends = ["jax", "torch"] + (["torch.compile"] if args.compile and not args.quick else [])
+    peak = matmul_peak_gflops(1024 if args.quick else 2048)
+    rows = []
+    started = time.perf_counter()
+    for name in presets:
+        base = name.partition("+")[0]
+        sizes = preset_sizes(base)
+        size = "micro" if args.quick and "micro" in sizes else ("nano" if args.quick else "small")
+        cfg_probe = _cfg(name, size, 256)
+        cell_seqs = list(seqs)
+        if not args.quick and cfg_probe.mixer in LINEAR_TIME_MIXERS:
+            cell_seqs.append(16384)
+        for seq in cell_seqs:
+            per_backend = {}
+            for backend in backends:
+                spec = dict(preset=name, size=size, seq=seq, backend=backend, batch=max(1, batch * 256 // seq),
+                            steps=steps, gen_tokens=0 if seq > 256 else (32 if args.quick else 128))
+                proc = subprocess.run([sys.executable, __file__, "--cell", json.dumps(spec)],
+                                      capture_output=True, text=True, cwd=ROOT)
+                if proc.returncode != 0:
+                    err = (proc.stderr.strip().splitlines() or ["failed"])[-1][:80]
+                    rows.append([f"{name}-{size}", backend, seq, "-", f"error: {err}", "", "", "", "", ""])
+                    continue
+                r = json.loads(proc.stdout.strip().splitlines()[-1])
+                per_backend[backend] = r
+                mfu = r["train_tok_s"] * r["flops_per_token"] / (peak["jax" if backend == "jax" else "torch"] * 1e9)
+                rows.append([
+                    f"{name}-{size}", backend, seq, f"{r['params']:,}", f"{r['train_tok_s']:,.0f}",
+                    "" if backend != "torch" or "jax" not in per_backend else f"{per_backend['jax']['train_tok_s'] / r['train_tok_s']:.2f}x",
+                    f"{100 * mfu:.1f}%", f"{r.get('gen_tok_s_cache', 0):,.0f}" if "gen_tok_s_cache" in r else "",
+                    f"{r.get('gen_tok_s_nocache', 0):,.0f}" if "gen_tok_s_nocache" in r else "",
+                    f"{r['peak_rss_mb']:,.0f}",
+                ])
+            print(f"  done {name} seq {seq}", file=sys.stderr, flush=True)
+    print(f"machine: {machine_line()}")
+    print(f"float32 matmul peak: JAX {peak['jax']:.0f} GFLOP/s, torch {peak['torch']:.0f} GFLOP/s; "
+          f"wall time {time.perf_counter() - started:.0f} s\n")
+    print(markdown_table(
+        ["model", "backend", "seq", "params", "train tok/s", "JAX/torch", "MFU", "gen tok/s (cache)",
+         "gen tok/s (no cache)", "peak RSS MB"], rows))
+
+
+if __name__ == "__main__":
+    main()

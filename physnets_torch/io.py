@@ -1,0 +1,55 @@
+"""Load and save the cross-backend export folder (model.safetensors + config.json, see
+physnets_jax/export.py): the torch twin of physnets_jax.load_pretrained."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import torch
+
+from physnets_jax.config import ModelConfig
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def read_config(path) -> ModelConfig:
+    """ModelConfig of an export folder."""
+    path = pathlib.Path(path)
+    if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(f"{path} is not an export folder: it needs {CONFIG_FILE} and {WEIGHTS_FILE}")
+    return ModelConfig.from_dict(json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")))
+
+
+def load_pretrained(path, *, device=None, dtype: torch.dtype | None = None) -> torch.nn.Module:
+    """A physnets_torch Decoder (eval mode) with the weights of an export folder."""
+    from safetensors.torch import load_file
+
+    from physnets_torch.convert import load_state
+    from physnets_torch.model import Decoder
+
+    path = pathlib.Path(path)
+    cfg = read_config(path)
+    model = Decoder(cfg)
+    load_state(model, load_file(str(path / WEIGHTS_FILE)))
+    if dtype is not None:
+        model = model.to(dtype)
+    if device is not None:
+        model = model.to(device)
+    return model.eval()
+
+
+def save_pretrained(model: torch.nn.Module, out_dir, *, overwrite: bool = False) -> pathlib.Path:
+    """Write a physnets_torch model as an export folder (state_dict names, config.json)."""
+    from safetensors.torch import save_file
+
+    out_dir = pathlib.Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out_dir} exists and is not empty; pass overwrite=True to replace it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out_dir / WEIGHTS_FILE), metadata={"format": "physnets-pretrained/1", "names": "torch"})
+    (out_dir / CONFIG_FILE).write_text(model.cfg.to_json() + "\n", encoding="utf-8")
+    return out_dir
