@@ -47,15 +47,19 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     from physnets_jax.config import preset_names
     from physnets_jax.data import CORPUS_NAMES, TOKENIZERS
     from physnets_jax.train import CONDITIONING, LOSSES, OPTIMIZERS, SCHEDULES
+    from physnets_jax.wave_ablations import ablation_names
 
     d = TRAIN_DEFAULTS
     g = p.add_argument_group("model")
     g.add_argument("--preset", help=f"one of: {', '.join(preset_names())} (default {d['preset']})")
-    g.add_argument("--size", help=f"preset size, e.g. nano, micro, small = the seed's (default {d['size']})")
+    g.add_argument("--size", help=f"preset size, e.g. nano, micro, small = the seed's (default {d['size']} where the preset has it, else small)")
     g.add_argument("--block-size", type=int, help="training context (default: the preset's)")
     g.add_argument("--dropout", type=float, help="override the preset's dropout")
     g.add_argument("--set", action="append", metavar="FIELD=VALUE", default=None,
                    help="any other ModelConfig field, e.g. --set residual=orthogonal_parallel (repeatable)")
+    g.add_argument("--ablation", choices=ablation_names(),
+                   help="one of the Wave-Native GPT seed's experiments: sets preset, mixer options, optimizer, "
+                        "loss and the seed's hyper-parameters (explicit options still win)")
     g = p.add_argument_group("data")
     g.add_argument("--data", help=f"text file, folder of *.txt, or a named corpus ({', '.join(CORPUS_NAMES)}); "
                                   "default: the embedded Shakespeare plays")
@@ -190,6 +194,21 @@ def _model_config(preset_name: str, size: str, block_size, dropout, sets, vocab_
     return preset(preset_name, size, **overrides)
 
 
+def _ablation_options(name: str | None) -> dict[str, Any]:
+    """Train options of one of the seed's ablations (physnets_jax.wave_ablations); {} for None."""
+    if name is None:
+        return {}
+    from physnets_jax.wave_ablations import make_ablation
+
+    a = make_ablation(name)
+    sets = [f"{k}={json.dumps(v)}" for k, v in a["overrides"].items()]
+    return dict(
+        preset=a["preset"], set=sets, optimizer=a["optimizer"], loss=a["loss"], lr=a["lr"], dropout=a["dropout"],
+        weight_decay=a["weight_decay"], warmup_steps=a["warmup_steps"], rgd_strength=a["rgd_strength"],
+        rgd_warmup=a["rgd_warmup"], qfe_lambda=a["qfe_lambda"],
+    )
+
+
 def _is_main() -> bool:
     import jax
 
@@ -312,7 +331,14 @@ def train_command(args: argparse.Namespace) -> int:
             raise CLIError(f"the data of {run_dir} ({spec.get('source') or 'embedded'}) changed since the run "
                            "started; resuming on other data would not continue the same run")
     else:
-        o = {**TRAIN_DEFAULTS, **given}
+        o = {**TRAIN_DEFAULTS, **_ablation_options(args.ablation), **given}
+        if args.ablation and given.get("set"):
+            o["set"] = _ablation_options(args.ablation)["set"] + given["set"]
+        if "size" not in given:  # "micro" (the quick-start size) exists for gpt and ripplegpt only
+            from physnets_jax.config import preset_names, preset_sizes
+
+            if o["preset"] in preset_names() and o["size"] not in preset_sizes(o["preset"]):
+                o["size"] = "small"
         run_dir = pathlib.Path(args.run_dir) if args.run_dir else _default_run_dir(o["preset"], o["size"])
         if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
             if not args.overwrite:

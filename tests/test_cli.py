@@ -112,3 +112,21 @@ def test_bad_input_messages(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train_main(["--optimizer", "lion"])
     assert "invalid choice: 'lion' (choose from adamw, sgd, rgd)" in capsys.readouterr().err.replace("'adamw', 'sgd', 'rgd'", "adamw, sgd, rgd")
+
+
+def test_ablation_flag_sets_the_seeds_experiment(tmp_path):
+    """--ablation pure_wave_linear: wave_gpt with pure linear attention, RGD + QFE and the seed's
+    hyper-parameters; an explicit option still wins over the ablation's value."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TEXT)
+    args = [*TINY[2:], "--ablation", "pure_wave_linear", "--lr", "5e-4", "--data", str(corpus),
+            "--run-dir", str(tmp_path / "run"), "--no-plot", "--sample-tokens", "0"]
+    assert train_main(args) == 0
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())
+    model, train = saved["model_config"], saved["train_config"]
+    assert (model["embedding"], model["mixer"], model["wave_attention"], model["wave_mode"]) == (
+        "wave", "wave", "pure", "linear")
+    assert (train["optimizer"], train["loss"], train["rgd_strength"], train["rgd_warmup"]) == ("rgd", "qfe", 0.3, 500)
+    assert train["lr"] == 5e-4 and train["warmup_steps"] == 500
+    with pytest.raises(SystemExit):
+        train_main(["--ablation", "pure"])
