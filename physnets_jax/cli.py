@@ -143,11 +143,31 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("out_dir")
     x.add_argument("--step", type=int, default=None, help="checkpoint step of a run folder (default latest)")
     x.add_argument("--overwrite", action="store_true")
+    c = sub.add_parser("compare", help="fair multi-seed comparison suites (iso-parameter, iso-tokens)")
+    add_compare_arguments(c)
     q = sub.add_parser("plot", help="PNG of train/val loss curves of one or more runs")
     q.add_argument("runs", nargs="+", help="run folders (or metrics.jsonl files)")
     q.add_argument("--out", default="loss.png", help="output PNG (default loss.png)")
     q.add_argument("--title", default=None)
     return p
+
+
+def add_compare_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `physnets compare` / `python benchmarks/compare.py`."""
+    from physnets_jax.compare import SCALES, SUITES
+    from physnets_jax.data import TOKENIZERS
+
+    p.add_argument("--suite", default="seeds", help=f"one of {', '.join(SUITES)}, or a comma list (default seeds)")
+    p.add_argument("--scale", default="tiny", choices=tuple(SCALES),
+                   help="tiny: 2-core CPU sizes (default); seed: the seeds' model sizes, for an accelerator")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per entry (default 3)")
+    p.add_argument("--steps", type=int, default=None, help="override the scale's training steps (all entries)")
+    p.add_argument("--data", default="tinyshakespeare",
+                   help="text file or named corpus (default tinyshakespeare: downloaded once and cached)")
+    p.add_argument("--tokenizer", choices=TOKENIZERS, default="char", help="char (default) or bpe")
+    p.add_argument("--vocab-size", type=int, default=1024, help="bpe vocabulary (default 1024)")
+    p.add_argument("--out", default=None, help="results folder (default results/<suite>-<scale>-<tokenizer>-<time>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
 
 
 # --------------------------------------------------------------------------------------------
@@ -511,7 +531,47 @@ def plot_command(args) -> int:
     return 0
 
 
-COMMANDS = {"train": train_command, "sample": sample_command, "eval": eval_command,
+def compare_command(args) -> int:
+    """Run comparison suites; write table.md, results.json and PNG plots per suite."""
+    import shutil
+
+    from physnets_jax.compare import SUITES, format_table, run_suite, write_result
+    from physnets_jax.data import load_corpus, prepare_data
+
+    suites = [s.strip() for s in args.suite.split(",") if s.strip()]
+    unknown = [s for s in suites if s not in SUITES]
+    if unknown or not suites:
+        raise CLIError(f"unknown suite {', '.join(unknown) or repr(args.suite)}; valid suites: {', '.join(SUITES)}")
+    if args.seeds < 1 or (args.steps is not None and args.steps < 1):
+        raise CLIError(f"--seeds {args.seeds} and --steps {args.steps} must be positive")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    outs = {}
+    for suite in suites:
+        out = pathlib.Path(args.out) / suite if args.out and len(suites) > 1 else pathlib.Path(
+            args.out or f"results/{suite}-{args.scale}-{args.tokenizer}-{stamp}")
+        if out.exists() and any(out.iterdir()) and not args.overwrite:
+            raise CLIError(f"results folder {out} already exists; pass --overwrite to replace it")
+        outs[suite] = out
+    text = load_corpus(args.data)
+    tokenizer, data = prepare_data(text, tokenizer=args.tokenizer, vocab_size=args.vocab_size)
+    for suite, out in outs.items():
+        t0 = time.perf_counter()
+        print(f"== suite {suite}, scale {args.scale}, {args.tokenizer} vocab {tokenizer.vocab_size}, "
+              f"{args.seeds} seeds ==", flush=True)
+        result = run_suite(suite, scale=args.scale, seeds=tuple(range(args.seeds)), data=data,
+                           vocab_size=tokenizer.vocab_size, tokenizer_name=args.tokenizer, steps=args.steps,
+                           log=lambda m: print(m, flush=True))
+        result["data"] = str(args.data)
+        result["wall_seconds"] = time.perf_counter() - t0
+        if out.exists() and args.overwrite:
+            shutil.rmtree(out)
+        paths = write_result(result, out)
+        print(format_table(result))
+        print(f"suite {suite}: {result['wall_seconds']:.0f} s; wrote " + ", ".join(str(p) for p in paths), flush=True)
+    return 0
+
+
+COMMANDS = {"compare": compare_command, "train": train_command, "sample": sample_command, "eval": eval_command,
             "export": export_command, "plot": plot_command}
 
 

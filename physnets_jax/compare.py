@@ -1,0 +1,304 @@
+"""Fair comparisons of presets: matched parameter count, matched tokens, same data, tokenizer and
+schedule, several seeds (`python benchmarks/compare.py`, `physnets compare`).
+
+A suite is a list of entries (label, preset, config overrides, optimizer, loss). For every entry
+the width n_embd (a multiple of n_head) is chosen so that its parameter count is closest to the
+suite's target (the first entry's count at the scale's base width); an entry that cannot get
+within `tolerance` (5%) raises a ValueError naming it. Every entry then trains for the same number
+of steps of the same batch and block size (same tokens seen) with the same learning-rate schedule,
+once per seed, through `physnets_jax.train.train`. Results: a markdown table (mean +- std over
+seeds of the final validation loss and perplexity, tokens/s, parameters), `results.json`, and PNG
+plots (validation-loss curves with a +-1 std band over seeds; validation loss by evaluation length
+for the extrapolation suite) in the output folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+SUITES = ("seeds", "wave-ablation", "residual", "extrapolation")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """Model and budget settings shared by every entry of a suite at one scale."""
+
+    n_layer: int
+    n_head: int
+    base_width: int  # the first entry's n_embd; the others are matched to its parameter count
+    block_size: int
+    batch_size: int
+    steps: int
+    lr: float
+    warmup_steps: int
+    eval_interval: int
+    eval_batches: int
+    eval_lengths: tuple[int, ...]  # extrapolation suite: block_size x 1, 2, 4, 8
+
+
+SCALES = {
+    # 2-core CPU: the whole `seeds` suite (5 entries x 3 seeds) in well under 30 minutes.
+    "tiny": Scale(n_layer=2, n_head=4, base_width=96, block_size=64, batch_size=16, steps=500, lr=2e-3,
+                  warmup_steps=40, eval_interval=50, eval_batches=8, eval_lengths=(64, 128, 256, 512)),
+    # The seeds' own sizes (RippleGPT / nanoGPT 6 x 384, context 256): for an accelerator.
+    "seed": Scale(n_layer=6, n_head=6, base_width=384, block_size=256, batch_size=64, steps=5000, lr=1e-3,
+                  warmup_steps=100, eval_interval=250, eval_batches=20, eval_lengths=(256, 512, 1024, 2048)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One model + optimisation setting of a suite."""
+
+    label: str
+    preset: str
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    optimizer: str = "adamw"
+    loss: str = "ce"
+
+
+def suite_entries(suite: str) -> list[Entry]:
+    """The entries of a named suite (ValueError lists the valid names)."""
+    if suite == "seeds":
+        return [
+            Entry("gpt", "gpt"),
+            Entry("ripplegpt", "ripplegpt"),
+            Entry("wave_gpt", "wave_gpt"),
+            Entry("gateloop", "gateloop"),
+            Entry("hybrid", "gateloop", {"mixer": "hybrid"}),
+        ]
+    if suite == "wave-ablation":
+        pure = {"wave_attention": "pure"}
+        return [
+            Entry("baseline (AdamW + CE)", "wave_gpt"),
+            Entry("rgd_only (RGD + CE)", "wave_gpt", optimizer="rgd"),
+            Entry("qfe_only (AdamW + QFE)", "wave_gpt", loss="qfe"),
+            Entry("full_physics (RGD + QFE)", "wave_gpt", optimizer="rgd", loss="qfe"),
+            *[Entry(f"pure_wave {k}", "wave_gpt", {**pure, "wave_kernel": k}) for k in ("elu1", "sigmoid", "exp")],
+            Entry("pure_wave linear (elu1, O(T))", "wave_gpt", {**pure, "wave_mode": "linear"}),
+        ]
+    if suite == "residual":
+        op = {"residual": "orthogonal_parallel"}
+        return [
+            Entry("gpt add", "gpt"),
+            Entry("gpt orthogonal_parallel", "gpt", op),
+            Entry("ripplegpt add", "ripplegpt"),
+            Entry("ripplegpt orthogonal_parallel", "ripplegpt", op),
+        ]
+    if suite == "extrapolation":
+        return [
+            Entry("gpt", "gpt"),
+            Entry("ripplegpt", "ripplegpt"),
+            Entry("gateloop", "gateloop"),
+            Entry("wave_gpt", "wave_gpt"),
+        ]
+    raise ValueError(f"unknown suite {suite!r}; valid suites: {', '.join(SUITES)}")
+
+
+def entry_config(entry: Entry, scale: Scale, vocab_size: int, n_embd: int):
+    """The ModelConfig of an entry at a width (dropout 0: short runs, equal for all)."""
+    from physnets_jax.config import preset
+
+    fields = dict(vocab_size=vocab_size, n_layer=scale.n_layer, n_head=scale.n_head, n_embd=n_embd,
+                  block_size=scale.block_size, dropout=0.0)
+    return preset(entry.preset, "nano", **{**fields, **entry.overrides})
+
+
+def param_count(cfg) -> int:
+    """Parameters of a Decoder built from cfg (shapes only, nothing allocated)."""
+    from flax import nnx
+
+    from physnets_jax.model import Decoder, count_params
+
+    return count_params(nnx.eval_shape(lambda: Decoder(cfg, rngs=nnx.Rngs(0))))
+
+
+def match_width(entry: Entry, scale: Scale, vocab_size: int, target: int, tolerance: float = 0.05):
+    """(cfg, params) of the entry at the n_embd (multiple of n_head) whose count is closest to target."""
+    step = scale.n_head
+    counts: dict[int, tuple[Any, int]] = {}
+
+    def at(k: int):  # (cfg, count) at n_embd = k * step; counts grow with the width
+        if k not in counts:
+            cfg = entry_config(entry, scale, vocab_size, k * step)
+            counts[k] = (cfg, param_count(cfg))
+        return counts[k]
+
+    lo, hi = 1, 8 * max(scale.base_width // step, 1)
+    while lo < hi:  # smallest k whose count reaches the target
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if at(mid)[1] < target else (lo, mid)
+    best = min((at(k) for k in {max(lo - 1, 1), lo}), key=lambda cc: abs(cc[1] - target))
+    cfg, count = best
+    if abs(count - target) > tolerance * target:
+        raise ValueError(
+            f"entry {entry.label!r} cannot be matched to {target:,} parameters within {tolerance:.0%}: "
+            f"closest is n_embd={cfg.n_embd} with {count:,}"
+        )
+    return cfg, count
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def run_suite(
+    suite: str,
+    *,
+    scale: str | Scale = "tiny",
+    seeds: Sequence[int] = (0, 1, 2),
+    data,
+    vocab_size: int,
+    tokenizer_name: str = "char",
+    steps: int | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Train every entry of `suite` once per seed on `data` (a physnets_jax.data.TokenData whose
+    tokenizer has `vocab_size` ids); returns the result dict that format_table / write_result take."""
+    from physnets_jax.model import build_model
+    from physnets_jax.train import TrainConfig, length_eval, train
+
+    sc = SCALES[scale] if isinstance(scale, str) else scale
+    if steps is not None:
+        sc = dataclasses.replace(sc, steps=steps, eval_interval=min(sc.eval_interval, steps),
+                                 warmup_steps=min(sc.warmup_steps, steps))
+    entries = suite_entries(suite)
+    vocab = vocab_size
+    target = param_count(entry_config(entries[0], sc, vocab, sc.base_width))
+    rows = []
+    for entry in entries:
+        cfg, count = match_width(entry, sc, vocab, target)
+        log(f"{entry.label}: n_embd {cfg.n_embd}, {count:,} parameters ({count / target - 1:+.1%} vs target {target:,})")
+        per_seed = []
+        for seed in seeds:
+            tc = TrainConfig(
+                steps=sc.steps, batch_size=sc.batch_size, lr=sc.lr, warmup_steps=sc.warmup_steps,
+                optimizer=entry.optimizer, loss=entry.loss, eval_interval=sc.eval_interval,
+                eval_batches=sc.eval_batches, log_interval=min(10, sc.steps), seed=seed,
+                weight_decay=0.01 if entry.optimizer == "rgd" else 0.1,
+                rgd_strength=0.3, rgd_warmup=min(500, sc.steps),
+            )
+            model = build_model(cfg, seed=seed)
+            t0 = time.perf_counter()
+            summary = train(model, data, tc, progress=False, handle_signals=False, print_fn=lambda _s: None)
+            record = {
+                "seed": seed, "val_loss": summary["val_loss"], "train_loss": summary["train_loss"],
+                "tokens_per_s": summary["tokens_per_s"], "seconds": time.perf_counter() - t0,
+                "val_curve": [(h["step"], h["val_loss"]) for h in summary["history"] if "val_loss" in h],
+            }
+            if suite == "extrapolation":
+                record["lengths"] = length_eval(model, data, sc.eval_lengths, batch_size=8,
+                                                batches=sc.eval_batches, seed=seed)
+            per_seed.append(record)
+            log(f"  seed {seed}: val {record['val_loss']:.4f}, {record['tokens_per_s']:,.0f} tokens/s, "
+                f"{record['seconds']:.0f} s")
+        val_mean, val_std = _mean_std([r["val_loss"] for r in per_seed])
+        tps_mean, _ = _mean_std([r["tokens_per_s"] for r in per_seed])
+        row = {"label": entry.label, "preset": entry.preset, "overrides": entry.overrides,
+               "optimizer": entry.optimizer, "loss": entry.loss, "n_embd": cfg.n_embd, "params": count,
+               "val_loss_mean": val_mean, "val_loss_std": val_std, "ppl_mean": float(np.mean(
+                   [math.exp(r["val_loss"]) for r in per_seed])), "tokens_per_s": tps_mean,
+               "extrapolates": cfg.extrapolates, "seeds": per_seed}
+        if suite == "extrapolation":
+            row["lengths"] = _length_summary(per_seed)
+        rows.append(row)
+    return {"suite": suite, "scale": dataclasses.asdict(sc), "tokenizer": tokenizer_name, "vocab_size": vocab,
+            "target_params": target, "seeds": list(seeds), "rows": rows}
+
+
+def _length_summary(per_seed: list[dict]) -> list[dict]:
+    out = []
+    for i, first in enumerate(per_seed[0]["lengths"]):
+        if "val_loss" in first:
+            mean, std = _mean_std([r["lengths"][i]["val_loss"] for r in per_seed])
+            out.append({"length": first["length"], "val_loss_mean": mean, "val_loss_std": std})
+        else:
+            out.append({"length": first["length"], "note": first["note"]})
+    return out
+
+
+def format_table(result: dict) -> str:
+    """Markdown table of a suite result (plus the length table for the extrapolation suite)."""
+    n = len(result["seeds"])
+    lines = [
+        f"| entry | params | n_embd | optimizer | loss | val loss (mean +- std, {n} seeds) | perplexity | tokens/s |",
+        "|---|---:|---:|---|---|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['label']} | {r['params']:,} | {r['n_embd']} | {r['optimizer']} | {r['loss']} | "
+            f"{r['val_loss_mean']:.4f} +- {r['val_loss_std']:.4f} | {r['ppl_mean']:.2f} | {r['tokens_per_s']:,.0f} |"
+        )
+    if result["suite"] == "extrapolation":
+        lengths = [x["length"] for x in result["rows"][0]["lengths"]]
+        block = result["scale"]["block_size"]
+        lines += ["", "| entry | " + " | ".join(f"val loss @ {L}{' (train)' if L == block else ''}" for L in lengths)
+                  + " |", "|---|" + "---:|" * len(lengths)]
+        for r in result["rows"]:
+            cells = [f"{x['val_loss_mean']:.4f} +- {x['val_loss_std']:.4f}" if "val_loss_mean" in x
+                     else "cannot extrapolate" for x in r["lengths"]]
+            lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_result(result: dict, out_dir: pathlib.Path) -> list[pathlib.Path]:
+    """PNG plots of a suite result: validation curves with +-1 std bands, and (extrapolation)
+    validation loss by length. Returns the paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    for r in result["rows"]:
+        curves = [np.asarray(s["val_curve"], dtype=np.float64) for s in r["seeds"]]
+        steps = curves[0][:, 0]
+        vals = np.stack([c[:, 1] for c in curves])
+        mean, std = vals.mean(0), vals.std(0, ddof=1) if len(vals) > 1 else np.zeros(vals.shape[1])
+        (line,) = ax.plot(steps, mean, marker="o", markersize=3, label=f"{r['label']} ({r['params']:,})")
+        ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"validation loss (nats per {result['tokenizer']} token)")
+    ax.set_title(f"suite {result['suite']}: mean +- std over {len(result['seeds'])} seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(out_dir / "loss_curves.png")
+    fig.savefig(paths[-1])
+    plt.close(fig)
+    if result["suite"] == "extrapolation":
+        fig, ax = plt.subplots(figsize=(7, 5), dpi=100)
+        for r in result["rows"]:
+            pts = [(x["length"], x["val_loss_mean"], x["val_loss_std"]) for x in r["lengths"] if "val_loss_mean" in x]
+            L, m, s = (np.asarray(v) for v in zip(*pts, strict=True))
+            ax.errorbar(L, m, yerr=s, marker="o", capsize=3, label=r["label"])
+        ax.axvline(result["scale"]["block_size"], color="gray", linestyle=":", label="training block")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("evaluation length (tokens)")
+        ax.set_ylabel("validation loss")
+        ax.set_title("length extrapolation (models with learned positions stop at the block)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(out_dir / "extrapolation.png")
+        fig.savefig(paths[-1])
+        plt.close(fig)
+    return paths
+
+
+def write_result(result: dict, out_dir: pathlib.Path) -> list[pathlib.Path]:
+    """results.json, table.md and the plots into out_dir (which must not hold earlier results)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (out_dir / "table.md").write_text(format_table(result) + "\n", encoding="utf-8")
+    return [out_dir / "results.json", out_dir / "table.md", *plot_result(result, out_dir)]
