@@ -147,7 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_arguments(c)
     q = sub.add_parser("plot", help="PNG of train/val loss curves of one or more runs")
     q.add_argument("runs", nargs="+", help="run folders (or metrics.jsonl files)")
-    q.add_argument("--out", default="loss.png", help="output PNG (default loss.png)")
+    q.add_argument("--out", default=None, help="output PNG (default loss.png); with --diagnostics a folder "
+                                                "(default RUN/diagnostics)")
+    q.add_argument("--diagnostics", action="store_true",
+                   help="instead of loss curves: the wave-packet plots (wave models) and ripple decay fields "
+                        "(ripple models) of one trained run, export or checkpoint folder")
     q.add_argument("--title", default=None)
     return p
 
@@ -432,7 +436,7 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def load_for_inference(source):
-    """(model, tokenizer or None, run spec or None) from an export, run or checkpoint folder."""
+    """(model, tokenizer or None, run spec or None, run folder) from an export, run or checkpoint folder."""
     from physnets_jax.data import load_tokenizer
 
     source = pathlib.Path(source)
@@ -526,7 +530,17 @@ def plot_command(args) -> int:
     """Write the loss-curve PNG of some runs."""
     from physnets_jax.plotting import plot_runs
 
-    out = plot_runs(args.runs, args.out, title=args.title)
+    if args.diagnostics:
+        from physnets_jax.diagnostics import plot_diagnostics
+
+        if len(args.runs) != 1:
+            raise CLIError(f"--diagnostics takes one run folder, got {len(args.runs)}")
+        model, tokenizer, _, _ = load_for_inference(args.runs[0])
+        out_dir = pathlib.Path(args.out) if args.out else pathlib.Path(args.runs[0]) / "diagnostics"
+        paths = plot_diagnostics(model, out_dir, decode=tokenizer.decode if tokenizer is not None else None)
+        print("wrote " + ", ".join(str(p) for p in paths))
+        return 0
+    out = plot_runs(args.runs, args.out or "loss.png", title=args.title)
     print(f"wrote {out}")
     return 0
 

@@ -130,3 +130,34 @@ def test_ablation_flag_sets_the_seeds_experiment(tmp_path):
     assert train["lr"] == 5e-4 and train["warmup_steps"] == 500
     with pytest.raises(SystemExit):
         train_main(["--ablation", "pure"])
+
+
+def test_plot_diagnostics_for_ripple_and_wave_models(run, tmp_path, capsys):
+    from physnets_jax.model import build_model
+
+    assert main(["plot", "--diagnostics", str(run)]) == 0
+    assert (run / "diagnostics" / "ripple_decay_fields.png").read_bytes()[:4] == b"\x89PNG"
+    wave_export = tmp_path / "wave"
+    physnets_jax.save_pretrained(build_model("wave_gpt-nano"), wave_export)
+    out = tmp_path / "wave_plots"
+    assert main(["plot", "--diagnostics", str(wave_export), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "wave_frequency_heatmap.png", "wave_harmonic_profiles.png", "wave_interference.png",
+        "wave_packets.png", "wave_phase_distribution.png"]
+    gpt_export = tmp_path / "gpt"
+    physnets_jax.save_pretrained(build_model("gpt-nano"), gpt_export)
+    capsys.readouterr()
+    assert main(["plot", "--diagnostics", str(gpt_export)]) == 2
+    assert "no diagnostics for embedding='learned', mixer='attention'" in capsys.readouterr().err
+
+
+def test_diagnostic_fields_match_hand_values():
+    from physnets_jax.diagnostics import ripple_decay_fields, wave_packets
+
+    field = ripple_decay_fields(np.array([[-0.8, 0.5]]), 3)
+    e = np.exp
+    np.testing.assert_allclose(field[0, 0], [[1, 0, 0], [e(-0.8), 1, 0], [e(-1.6), e(-0.8), 1]], rtol=1e-12)
+    np.testing.assert_allclose(field[0, 1, 2], [e(-1.0), e(-0.5), 1], rtol=1e-12)
+    # one token, one wave at f = 1, phase 0, amplitudes (1, 0.5): sin(pi/4) + 0.5 sin(pi/2) at t = 1/8
+    s = wave_packets(np.array([[1.0]]), np.array([[0.0]]), np.array([[[1.0, 0.5]]]), np.array([0.125]))
+    np.testing.assert_allclose(s, [[np.sqrt(0.5) + 0.5]], rtol=1e-12)
