@@ -54,10 +54,11 @@ def _cell_jax(cfg, batch: int, seq: int, steps: int, gen_tokens: int) -> dict:
     n_params = count_params(model)
     tx = make_optimizer(TrainConfig(steps=steps + 2, warmup_steps=1))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    opt_state = tx.init(params)
+    opt_state = jax.jit(tx.init)(params)  # as the trainer does: no weak-typed leaves, no retrace
     rng = np.random.default_rng(0)
-    x = rng.integers(0, cfg.vocab_size, (batch, seq)).astype(np.int32)
-    params, rest, opt_state, loss = train_step(graphdef, tx, params, rest, opt_state, x, x)
+    x = jax.device_put(rng.integers(0, cfg.vocab_size, (batch, seq)).astype(np.int32))
+    for _ in range(2):  # compile, then one more call so that any retrace is outside the timing
+        params, rest, opt_state, loss = train_step(graphdef, tx, params, rest, opt_state, x, x)
     jax.block_until_ready(loss)
     start = time.perf_counter()
     for _ in range(steps):
@@ -116,7 +117,8 @@ def _generation(run, cfg, gen_tokens: int, to_host) -> dict:
     prompt = np.zeros((1, prompt_len), dtype=np.int64)
     result = {}
     for cache in (True, False):
-        to_host(run(prompt, 4, cache))  # compile / warm up
+        to_host(run(prompt, gen_tokens, cache))  # compile / warm up at the timed shapes (JAX caches are
+        # preallocated for prompt + new tokens, so another length would compile again)
         start = time.perf_counter()
         to_host(run(prompt, gen_tokens, cache))
         result[f"gen_tok_s_{'cache' if cache else 'nocache'}"] = gen_tokens / (time.perf_counter() - start)
