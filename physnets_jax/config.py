@@ -26,6 +26,7 @@ WAVE_ATTENTIONS = ("interference", "physics", "pure")
 WAVE_KERNELS = ("elu1", "sigmoid", "exp", "linear", "identity")
 WAVE_MODES = ("quadratic", "linear")
 WAVE_ACTIVATIONS = ("sin", "gelu_sin")
+ATTENTION_IMPLS = ("dense", "blockwise")  # attention / ripple mixers without a cache
 GATELOOP_SCANS = ("associative", "chunked", "sequential")  # JAX scan used by the GateLoop mixers
 
 
@@ -56,6 +57,11 @@ class ModelConfig:
     mlp_bias: bool = True
     attn_out_proj: bool = True  # ripple: the reference has none (False in the preset)
     ripple_decay_init: float = -0.8  # lambda_h at init; its absolute value is the slope
+    # attention / ripple without a cache: "dense" materialises the (B, H, T, T) scores; "blockwise"
+    # runs attention_block queries at a time, recomputed in the backward, so memory grows
+    # linearly in T (no attention-weight dropout there: use dropout=0 or eval mode)
+    attention_impl: str = "dense"
+    attention_block: int = 256
 
     scan_layers: bool = True  # JAX: run identical blocks with lax.scan (faster backward, compile)
 
@@ -93,6 +99,11 @@ class ModelConfig:
             )
         if self.mlp_hidden is not None:
             _require_positive_int("mlp_hidden", self.mlp_hidden)
+        _require_positive_int("attention_block", self.attention_block)
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(
+                f"attention_impl={self.attention_impl!r} is not known; valid choices: {', '.join(ATTENTION_IMPLS)}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
         if not self.norm_eps > 0:

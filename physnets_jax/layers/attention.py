@@ -10,6 +10,7 @@ from flax import nnx
 from physnets_jax.config import ModelConfig
 from physnets_jax.layers.dense import dense
 from physnets_jax.ops.attention import causal_attention
+from physnets_jax.ops.blockwise_attention import blockwise_causal_attention
 
 
 def init_kv_cache(cfg: ModelConfig, batch: int, max_len: int, dtype) -> dict[str, jax.Array]:
@@ -18,13 +19,24 @@ def init_kv_cache(cfg: ModelConfig, batch: int, max_len: int, dtype) -> dict[str
     return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype), "pos": jnp.zeros((), jnp.int32)}
 
 
-def attend_with_cache(q, k, v, cache, *, decay=None, weights_dropout=None):
+def _check_no_weight_dropout(weights_dropout) -> None:
+    if weights_dropout is not None and weights_dropout.rate > 0 and not weights_dropout.deterministic:
+        raise ValueError(
+            "attention_impl='blockwise' applies no dropout to the attention weights: set dropout=0 "
+            "or run in eval mode (or use attention_impl='dense')"
+        )
+
+
+def attend_with_cache(q, k, v, cache, *, decay=None, weights_dropout=None, cfg: ModelConfig | None = None):
     """Attention of new q/k/v (B, H, T, D), with or without a KV cache; returns (out, new_cache).
 
     The cache is preallocated (static shapes for XLA): a step attends over all max_len slots with
     the unfilled ones masked, so its cost is O(max_len) rather than O(prefix).
     """
     if cache is None:
+        if cfg is not None and cfg.attention_impl == "blockwise":
+            _check_no_weight_dropout(weights_dropout)
+            return blockwise_causal_attention(q, k, v, decay_H=decay, block=cfg.attention_block), None
         return causal_attention(q, k, v, decay_H=decay, weights_dropout=weights_dropout), None
     if cache["k"].shape[0] != q.shape[0]:
         raise ValueError(f"cache was made for batch {cache['k'].shape[0]}, input has batch {q.shape[0]}")
@@ -58,6 +70,6 @@ class CausalSelfAttention(nnx.Module):
 
     def __call__(self, x_BxTxD: jax.Array, cache=None):
         qkv = rearrange(self.qkv(x_BxTxD), "b t (three h d) -> three b h t d", three=3, h=self.cfg.n_head)
-        out, new_cache = attend_with_cache(qkv[0], qkv[1], qkv[2], cache, weights_dropout=self.attn_drop)
+        out, new_cache = attend_with_cache(qkv[0], qkv[1], qkv[2], cache, weights_dropout=self.attn_drop, cfg=self.cfg)
         y = self.resid_drop(self.out(rearrange(out, "b h t d -> b t (h d)")))
         return y if cache is None else (y, new_cache)

@@ -55,7 +55,7 @@ class RippleAttention(nnx.Module):
             self._project_qkv(x_BxTxD), "b t (three h d) -> three b h t d", three=3, h=self.cfg.n_head
         )
         out, new_cache = attend_with_cache(
-            q, k, v, cache, decay=self.decay[...], weights_dropout=self.attn_drop
+            q, k, v, cache, decay=self.decay[...], weights_dropout=self.attn_drop, cfg=self.cfg
         )
         y = rearrange(out, "b h t d -> b t (h d)")
         if self.out is not None:

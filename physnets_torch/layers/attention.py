@@ -9,6 +9,7 @@ from torch import nn
 from physnets_jax.config import ModelConfig
 from physnets_torch.layers.dense import dense
 from physnets_torch.ops.attention import causal_attention
+from physnets_torch.ops.blockwise_attention import blockwise_causal_attention
 
 
 def init_kv_cache(cfg: ModelConfig, batch: int, max_len: int, dtype, device=None) -> dict:
@@ -21,13 +22,24 @@ def init_kv_cache(cfg: ModelConfig, batch: int, max_len: int, dtype, device=None
     }
 
 
-def attend_with_cache(q, k, v, cache, *, decay=None, weights_dropout=None):
+def _check_no_weight_dropout(weights_dropout) -> None:
+    if weights_dropout is not None and weights_dropout.p > 0 and weights_dropout.training:
+        raise ValueError(
+            "attention_impl='blockwise' applies no dropout to the attention weights: set dropout=0 "
+            "or run in eval mode (or use attention_impl='dense')"
+        )
+
+
+def attend_with_cache(q, k, v, cache, *, decay=None, weights_dropout=None, cfg: ModelConfig | None = None):
     """Attention of new q/k/v (B, H, T, D), with or without a KV cache; returns (out, new_cache).
 
     The cache's buffers are written in place (the returned dict shares them) and attention reads
     only the filled prefix, so one decoding step costs O(prefix).
     """
     if cache is None:
+        if cfg is not None and cfg.attention_impl == "blockwise":
+            _check_no_weight_dropout(weights_dropout)
+            return blockwise_causal_attention(q, k, v, decay_H=decay, block=cfg.attention_block), None
         return causal_attention(q, k, v, decay_H=decay, weights_dropout=weights_dropout), None
     pos, T = int(cache["pos"]), q.shape[2]
     batch, max_len = cache["k"].shape[0], cache["k"].shape[2]
@@ -60,6 +72,6 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x_BxTxD: torch.Tensor, cache=None):
         qkv = rearrange(self.qkv(x_BxTxD), "b t (three h d) -> three b h t d", three=3, h=self.cfg.n_head)
-        out, new_cache = attend_with_cache(qkv[0], qkv[1], qkv[2], cache, weights_dropout=self.attn_drop)
+        out, new_cache = attend_with_cache(qkv[0], qkv[1], qkv[2], cache, weights_dropout=self.attn_drop, cfg=self.cfg)
         y = self.resid_drop(self.out(rearrange(out, "b h t d -> b t (h d)")))
         return y if cache is None else (y, new_cache)

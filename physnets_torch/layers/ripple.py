@@ -40,7 +40,7 @@ class RippleAttention(nn.Module):
     def forward(self, x_BxTxD: torch.Tensor, cache=None):
         heads = lambda t: rearrange(t, "b t (h d) -> b h t d", h=self.cfg.n_head)  # noqa: E731
         q, k, v = heads(self.query(x_BxTxD)), heads(self.key(x_BxTxD)), heads(self.value(x_BxTxD))
-        out, new_cache = attend_with_cache(q, k, v, cache, decay=self.decay, weights_dropout=self.attn_drop)
+        out, new_cache = attend_with_cache(q, k, v, cache, decay=self.decay, weights_dropout=self.attn_drop, cfg=self.cfg)
         y = rearrange(out, "b h t d -> b t (h d)")
         if self.out is not None:
             y = self.resid_drop(self.out(y))
