@@ -45,6 +45,31 @@ def _jax_fwd_bwd(layer):
     return step, params
 
 
+def _row(T: int, impl: str, block: int, *, time_it: bool) -> list:
+    """[T, path, JAX MiB, JAX temp MiB, JAX tokens/s, torch tokens/s] of one layer's fwd + bwd."""
+    cfg = preset("ripplegpt", "small", dropout=0.0, block_size=T, attention_impl=impl, attention_block=block)
+    layer = JaxRipple(cfg, 0, rngs=nnx.Rngs(0))
+    step, params = _jax_fwd_bwd(layer)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((1, T, cfg.n_embd)), jnp.float32)
+    mem = step.lower(params, x).compile().memory_analysis()
+    total = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes) / MiB
+    row = [T, impl, f"{total:,.0f}", f"{mem.temp_size_in_bytes / MiB:,.0f}"]
+    if not time_it:
+        return row + ["-", "-"]
+    jax_s = median_seconds(lambda: jax.block_until_ready(step(params, x)), warmup=1, repeats=3)
+    tl = TorchRipple(cfg, 0)
+    load_jax_into_torch(layer, tl)
+    xt = torch.from_numpy(np.asarray(x)).requires_grad_(True)
+
+    def torch_step():
+        tl.zero_grad(set_to_none=True)
+        xt.grad = None
+        (tl(xt) ** 2).sum().backward()
+
+    torch_s = median_seconds(torch_step, warmup=1, repeats=3)
+    return row + [f"{T / jax_s:,.0f}", f"{T / torch_s:,.0f}"]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
@@ -56,30 +81,7 @@ def main() -> None:
     rows = []
     for T in lengths:
         for impl in ("dense", "blockwise"):
-            cfg = preset("ripplegpt", "small", dropout=0.0, block_size=T, attention_impl=impl,
-                         attention_block=args.block)
-            layer = JaxRipple(cfg, 0, rngs=nnx.Rngs(0))
-            step, params = _jax_fwd_bwd(layer)
-            x = jnp.asarray(np.random.default_rng(0).standard_normal((1, T, cfg.n_embd)), jnp.float32)
-            mem = step.lower(params, x).compile().memory_analysis()
-            total = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes) / MiB
-            row = [T, impl, f"{total:,.0f}", f"{mem.temp_size_in_bytes / MiB:,.0f}"]
-            if T <= time_max:
-                jax_s = median_seconds(lambda: jax.block_until_ready(step(params, x)), warmup=1, repeats=3)
-                tl = TorchRipple(cfg, 0)
-                load_jax_into_torch(layer, tl)
-                xt = torch.from_numpy(np.asarray(x)).requires_grad_(True)
-
-                def torch_step():
-                    tl.zero_grad(set_to_none=True)
-                    xt.grad = None
-                    (tl(xt) ** 2).sum().backward()
-
-                torch_s = median_seconds(torch_step, warmup=1, repeats=3)
-                row += [f"{T / jax_s:,.0f}", f"{T / torch_s:,.0f}"]
-            else:
-                row += ["-", "-"]
-            rows.append(row)
+            rows.append(_row(T, impl, args.block, time_it=T <= time_max))
             print(f"  done T={T} {impl}", file=sys.stderr, flush=True)
     print(machine_line())
     print(f"RippleAttention n_embd 384, 6 heads, batch 1, float32, forward + backward; blockwise block {args.block}\n")

@@ -11,12 +11,11 @@ import physnets_jax.layers as jl
 import physnets_jax.layers.norm as jnorm
 import physnets_torch.layers as tl
 import physnets_torch.layers.norm as tnorm
-from parity_tests.harness import TORCH, assert_close, compare, twin
+from parity_tests.harness import assert_close, compare, twin
 from physnets_jax import losses as jlosses
 from physnets_jax.config import preset
 from physnets_jax.generate import generate as jgenerate
 from physnets_jax.model import Decoder as JDecoder
-from physnets_jax.model import cast_params
 from physnets_jax.state import flat_params
 from physnets_torch import losses as tlosses
 from physnets_torch.convert import jax_to_torch, load_jax_into_torch, torch_to_jax

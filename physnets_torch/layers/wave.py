@@ -16,7 +16,6 @@ from physnets_torch.layers.dense import dense
 from physnets_torch.layers.norm import make_norm
 from physnets_torch.ops.linear_attention import causal_linear_attention, feature_map
 
-
 PHI = (1.0 + math.sqrt(5.0)) / 2.0  # golden ratio
 GOLDEN_ANGLE = 2.0 * math.pi / PHI**2
 
