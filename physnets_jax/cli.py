@@ -355,9 +355,10 @@ def train_command(args: argparse.Namespace) -> int:
             raise CLIError(f"the data of {run_dir} ({spec.get('source') or 'embedded'}) changed since the run "
                            "started; resuming on other data would not continue the same run")
     else:
-        o = {**TRAIN_DEFAULTS, **_ablation_options(args.ablation), **given}
-        if args.ablation and given.get("set"):
-            o["set"] = _ablation_options(args.ablation)["set"] + given["set"]
+        ablation = _ablation_options(args.ablation)
+        o = {**TRAIN_DEFAULTS, **ablation, **given}
+        if ablation and given.get("set"):  # the user's --set entries come after (and win over) the ablation's
+            o["set"] = ablation["set"] + given["set"]
         if "size" not in given:  # "micro" (the quick-start size) exists for gpt and ripplegpt only
             from physnets_jax.config import preset_names, preset_sizes
 
