@@ -3,11 +3,12 @@ max-heads GateLoopedAttention. Prints markdown tables (docs/gateloop.md has a co
 
     python benchmarks/gateloop_scan.py                # seq 256, 1024, 4096, 16384
     python benchmarks/gateloop_scan.py --quick        # seq 256, 1024; fewer repeats
-    python benchmarks/gateloop_scan.py --peer-site /tmp/venv_gl/lib/python3.11/site-packages
+    python benchmarks/gateloop_scan.py --peer-site <site-packages holding gateloop-transformer>
 
 Contenders (dim 256, batch 8, loss = mean(y^2), one step = forward + backward w.r.t. params and x):
   jax associative | jax chunked | jax sequential : physnets_jax SimpleGateLoopLayer, jitted, with
-      gateloop_scan = associative (default) / chunked / sequential
+      gateloop_scan = associative / chunked / sequential ("auto", the default, is sequential on CPU
+      and associative on GPU/TPU: chosen from this benchmark)
   torch blocked | doubling : physnets_torch SimpleGateLoopLayer with that scan method
   peer : gateloop_transformer.SimpleGateLoopLayer (the published package's default torch path),
       when importable; --peer-site adds a site-packages folder (a separate venv) to sys.path.

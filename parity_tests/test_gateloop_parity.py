@@ -95,6 +95,10 @@ LAYERS = {
     "simple": ("SimpleGateLoopLayer", {}),
     "simple_post_ln": ("SimpleGateLoopLayer", dict(gateloop_post_ln=True)),
     "hybrid": ("HybridMixer", dict(gateloop_post_ln=True)),
+    # "auto" is lax.scan on CPU: the associative scan (the default on GPU/TPU) is compared explicitly
+    "gateloop_associative": ("GateLoopedAttention", dict(gateloop_heads=2, gateloop_scan="associative")),
+    "simple_associative": ("SimpleGateLoopLayer", dict(gateloop_scan="associative")),
+    "simple_chunked": ("SimpleGateLoopLayer", dict(gateloop_scan="chunked")),
 }
 
 
@@ -135,11 +139,13 @@ MODELS = {
     "gateloop-enwik8-nano": lambda: preset("gateloop-enwik8", "nano"),
     "hybrid-nano": lambda: preset("gateloop", "nano", mixer="hybrid", gateloop_hybrid_layers=1),
     "simple_gateloop-nano": lambda: preset("gateloop", "nano", mixer="simple_gateloop"),
+    "gateloop-nano-associative": lambda: preset("gateloop", "nano", gateloop_scan="associative"),
 }
 
 
 MODEL_CASES = [("gateloop-nano", (1, 1)), ("gateloop-nano", (2, 13)), ("gateloop-enwik8-nano", (2, 13)),
-               ("hybrid-nano", (2, 13)), ("simple_gateloop-nano", (2, 5))]
+               ("hybrid-nano", (2, 13)), ("simple_gateloop-nano", (2, 5)),
+               ("gateloop-nano-associative", (2, 13))]
 
 
 @pytest.mark.parametrize("name,shape", MODEL_CASES, ids=[f"{n}-b{s[0]}t{s[1]}" for n, s in MODEL_CASES])

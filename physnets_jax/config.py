@@ -27,7 +27,8 @@ WAVE_KERNELS = ("elu1", "sigmoid", "exp", "linear", "identity")
 WAVE_MODES = ("quadratic", "linear")
 WAVE_ACTIVATIONS = ("sin", "gelu_sin")
 ATTENTION_IMPLS = ("dense", "blockwise")  # attention / ripple mixers without a cache
-GATELOOP_SCANS = ("associative", "chunked", "sequential")  # JAX scan used by the GateLoop mixers
+GATELOOP_SCANS = ("auto", "associative", "chunked", "sequential")  # JAX scan used by the GateLoop mixers;
+# auto: lax.scan ("sequential") on CPU, where it measured fastest, associative_scan on GPU/TPU
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +89,7 @@ class ModelConfig:
     gateloop_checkpoint: bool = False  # recompute the recurrence in the backward (memory)
     gateloop_post_ln: bool = False  # simple_gateloop / hybrid: LayerNorm on the layer output
     gateloop_hybrid_layers: int = 2  # hybrid: the first N blocks get a SimpleGateLoopLayer
-    gateloop_scan: str = "associative"  # JAX scan: associative | chunked | sequential (torch: own)
+    gateloop_scan: str = "auto"  # JAX scan: auto | associative | chunked | sequential (torch: own)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):

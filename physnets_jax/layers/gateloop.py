@@ -48,6 +48,14 @@ SCANS = {
 }
 
 
+def resolve_scan(name: str):
+    """The scan function for a config's gateloop_scan: "auto" is lax.scan on CPU (fastest there in
+    benchmarks/gateloop_scan.py at 256-16384 positions) and jax.lax.associative_scan on GPU/TPU."""
+    if name == "auto":
+        name = "sequential" if jax.default_backend() == "cpu" else "associative"
+    return SCANS[name]
+
+
 def _complex_dtype(dtype) -> jnp.dtype:
     """complex128 for float64 inputs, complex64 otherwise (bf16/fp16 are computed in complex64)."""
     return jnp.complex128 if jnp.dtype(dtype) == jnp.float64 else jnp.complex64
@@ -158,7 +166,7 @@ class GateLoopedAttention(nnx.Module):
             _check_cache_batch(cache, B, "GateLoopedAttention")
             h0 = (jax.lax.complex(cache["h_re"], cache["h_im"]) if jnp.iscomplexobj(a) else cache["h_re"])
             h0 = h0.astype(a.dtype)
-        op = lambda q, k, v, a, h0: gate_loop_operator(q, k, v, a, h0, scan=SCANS[self.scan_name])  # noqa: E731
+        op = lambda q, k, v, a, h0: gate_loop_operator(q, k, v, a, h0, scan=resolve_scan(self.scan_name))  # noqa: E731
         if self.checkpoint:
             op = jax.checkpoint(op)
         out, last = op(q, k, v, a, h0)
@@ -210,7 +218,7 @@ class SimpleGateLoopLayer(nnx.Module):
         x = jnp.flip(x_BxTxD, axis=1) if self.reverse else x_BxTxD
         q, kv, a = jnp.split(_apply_2d(self.to_qkva, self.norm(x)), 3, axis=-1)
         h0 = None if cache is None else cache["h"].astype(kv.dtype)
-        h = SCANS[self.scan_name](jax.nn.sigmoid(a), kv, axis=1, h0=h0)
+        h = resolve_scan(self.scan_name)(jax.nn.sigmoid(a), kv, axis=1, h0=h0)
         out = q * h
         if self.post_ln is not None:
             out = self.post_ln(out)
