@@ -53,7 +53,7 @@ def _token_labels(tokens: np.ndarray, decode: Callable[[list[int]], str] | None)
             text = decode([int(i)])
         except Exception:  # noqa: BLE001 (a byte that is not UTF-8 on its own)
             text = ""
-        labels.append(repr(text)[1:-1] or str(int(i)))
+        labels.append(repr(text) if text else str(int(i)))  # quoted, so that ' ' and '\n' show
     return labels
 
 
