@@ -22,17 +22,6 @@ from physnets_torch.convert import jax_to_torch, load_jax_into_torch, torch_to_j
 from physnets_torch.generate import generate as tgenerate
 from physnets_torch.model import Decoder as TDecoder
 
-DTYPES = ["float64", "float32"]
-
-
-@pytest.fixture(params=DTYPES)
-def dtype(request):
-    """Each parity test runs in float64 (x64 enabled, restored afterwards) and float32."""
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", request.param == "float64")
-    yield request.param
-    jax.config.update("jax_enable_x64", previous)
-
 
 def _sum_sq(m, x):
     y = m(x)

@@ -30,14 +30,6 @@ from physnets_torch.ops.gate_loop import gate_loop_scan as tscan
 TOL = {"float64": 1e-10, "float32": 1e-4}
 
 
-@pytest.fixture(params=["float64", "float32"])
-def dtype(request):
-    """Each test runs in float64 (x64 enabled, restored afterwards) and float32."""
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", request.param == "float64")
-    yield request.param
-    jax.config.update("jax_enable_x64", previous)
-
 
 @pytest.mark.parametrize("complex_", [False, True], ids=["real", "complex"])
 def test_scan_parity(dtype, complex_):

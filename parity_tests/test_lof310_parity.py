@@ -25,18 +25,6 @@ from physnets_torch.model import Decoder as TDecoder
 from physnets_torch.ops.shiftmax import shiftmax as tshiftmax
 from physnets_torch.optim import ConditionedOptimizer
 
-DTYPES = ["float64", "float32"]
-
-
-@pytest.fixture(params=DTYPES)
-def dtype(request):
-    """float64 (x64 enabled, restored afterwards) and float32."""
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", request.param == "float64")
-    yield request.param
-    jax.config.update("jax_enable_x64", previous)
-
-
 # ----------------------------------------------------------------------------------- shiftmax
 
 @pytest.mark.parametrize("shape, axis", [((5,), -1), ((2, 3, 7), -1), ((4, 6), 0), ((3, 1), -1)])

@@ -28,7 +28,6 @@ from physnets_torch.convert import jax_to_torch, load_jax_into_torch
 from physnets_torch.model import Decoder as TDecoder
 from physnets_torch.optim import RGD
 
-DTYPES = ["float64", "float32"]
 BASE = ModelConfig(
     vocab_size=40, block_size=16, n_layer=1, n_head=2, n_embd=16, n_waves=4, n_harmonics=3,
     embedding="wave", mixer="wave", mlp="wave", head="wave_collapse", tie_embeddings=False, wave_chunk_size=3,
@@ -43,14 +42,6 @@ VARIANTS = {
     },
 }
 
-
-@pytest.fixture(params=DTYPES)
-def dtype(request):
-    """Each parity test runs in float64 (x64 enabled, restored afterwards) and float32."""
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", request.param == "float64")
-    yield request.param
-    jax.config.update("jax_enable_x64", previous)
 
 
 def _sum_sq(m, x):
