@@ -155,14 +155,18 @@ class Checkpointer:
             jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=getattr(x, "sharding", None))
             for x in t_leaves
         ]
+        restored = self._restore_leaves(step, abstract)
+        return decode_leaves(template, restored, meta["key_impls"]), meta
+
+    def _restore_leaves(self, step: int, abstract: list) -> list:
+        """The saved leaves of `step` with the shapes, dtypes and shardings of `abstract`."""
         try:
-            restored = self._manager.restore(
+            return self._manager.restore(
                 step,
                 args=self._ocp.args.Composite(state=self._ocp.args.StandardRestore({"leaves": abstract})),
             )["state"]["leaves"]
         except Exception as err:
             raise self._corrupt(step, err) from None
-        return decode_leaves(template, restored, meta["key_impls"]), meta
 
     def restore_arrays(self, step: int | None = None) -> tuple[list, dict[str, Any]]:
         """(leaves as numpy arrays on the host, meta) without a template (export, inspection)."""
@@ -176,13 +180,7 @@ class Checkpointer:
             jax.ShapeDtypeStruct(tuple(s), np.dtype(d), sharding=device)
             for s, d in zip(meta["shapes"], meta["dtypes"], strict=True)
         ]
-        try:
-            restored = self._manager.restore(
-                step,
-                args=self._ocp.args.Composite(state=self._ocp.args.StandardRestore({"leaves": abstract})),
-            )["state"]["leaves"]
-        except Exception as err:
-            raise self._corrupt(step, err) from None
+        restored = self._restore_leaves(step, abstract)
         return [np.asarray(x) for x in restored], meta
 
     def close(self) -> None:
