@@ -1,7 +1,8 @@
 """Training and generation throughput of every preset in both backends, in one markdown table.
 
     python benchmarks/throughput.py --quick      # micro sizes, seq 256, ~minutes on 2 CPU cores
-    python benchmarks/throughput.py              # seed sizes, seq 256/1024/4096 (16384 linear-time)
+    python benchmarks/throughput.py              # small (seed) sizes, seq 256/1024/4096, 16384 for the
+                                                 # linear-time mixers, plus a torch.compile column
 
 Each cell (preset x backend x sequence length) runs in a fresh subprocess so that its peak
 resident memory (ru_maxrss, which includes the ~0.4-0.6 GB of the imported frameworks) is its
@@ -24,17 +25,31 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-LINEAR_TIME_MIXERS = ("wave", "gateloop", "simple_gateloop")
+VARIANTS = {
+    "op": dict(residual="orthogonal_parallel"),  # lof310's orthogonal-parallel residuals
+    "linear": dict(wave_attention="pure", wave_mode="linear"),  # chunked causal linear attention
+    "blockwise": dict(attention_impl="blockwise"),  # flash-style row blocks, O(T) memory
+}
 
 
 def _cfg(preset_name: str, size: str, seq: int):
+    """The benchmarked config: `name[+variant...]` at `size`, dropout 0, block_size = seq."""
     from physnets_jax.config import preset
 
-    name, _, variant = preset_name.partition("+")
+    name, *variants = preset_name.split("+")
     overrides = {"dropout": 0.0, "block_size": seq}
-    if variant == "op":
-        overrides["residual"] = "orthogonal_parallel"
+    for variant in variants:
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r} in {preset_name!r}; valid: {', '.join(VARIANTS)}")
+        overrides.update(VARIANTS[variant])
     return preset(name, size, **overrides)
+
+
+def is_linear_time(cfg) -> bool:
+    """Whether the token mixer runs in O(T) time and memory (so it gets a 16384 column)."""
+    if cfg.mixer in ("gateloop", "simple_gateloop"):
+        return True
+    return cfg.mixer == "wave" and cfg.wave_attention == "pure" and cfg.wave_mode == "linear"
 
 
 def _train_flops_per_token(cfg, n_params: int, seq: int) -> float:
@@ -119,9 +134,12 @@ def _generation(run, cfg, gen_tokens: int, to_host) -> dict:
     for cache in (True, False):
         to_host(run(prompt, gen_tokens, cache))  # compile / warm up at the timed shapes (JAX caches are
         # preallocated for prompt + new tokens, so another length would compile again)
-        start = time.perf_counter()
-        to_host(run(prompt, gen_tokens, cache))
-        result[f"gen_tok_s_{'cache' if cache else 'nocache'}"] = gen_tokens / (time.perf_counter() - start)
+        best = float("inf")
+        for _ in range(3):  # best of 3: a short run is easily hit by one hiccup of a busy machine
+            start = time.perf_counter()
+            to_host(run(prompt, gen_tokens, cache))
+            best = min(best, time.perf_counter() - start)
+        result[f"gen_tok_s_{'cache' if cache else 'nocache'}"] = gen_tokens / best
     return result
 
 
@@ -139,7 +157,11 @@ def run_cell(spec: dict) -> dict:
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> dict:
-    """Float32 matmul GFLOP/s of an n x n product, in JAX and torch (best of repeats)."""
+    """Float32 matmul GFLOP/s of an n x n product, in JAX and torch (best of repeats).
+
+    The machine's peak is the larger of the two: MFU of both backends is taken against it, so
+    a backend with a slower matmul library does not get a flattering denominator.
+    """
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -158,18 +180,25 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> dict:
         t = time.perf_counter()
         ta @ ta
         best["torch"] = min(best["torch"], time.perf_counter() - t)
-    return {k: 2 * n**3 / v / 1e9 for k, v in best.items()}
+    peak = {k: 2 * n**3 / v / 1e9 for k, v in best.items()}
+    peak["machine"] = max(peak.values())
+    return peak
 
 
 def main() -> None:
     """Run every cell in a subprocess and print one markdown table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="micro sizes, seq 256, no torch.compile")
-    parser.add_argument("--presets", default=None, help="comma list (default: every registered preset + '+op' variants of gpt, ripplegpt)")
-    parser.add_argument("--seqs", default=None, help="comma list of sequence lengths")
-    parser.add_argument("--batch", type=int, default=None)
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--quick", action="store_true", help="micro/nano sizes, seq 256, no torch.compile")
+    parser.add_argument("--presets", default=None, help="comma list of preset[+variant] "
+                        f"(variants: {', '.join(VARIANTS)}; default: every registered preset, gpt+op, "
+                        "ripplegpt+op and wave_gpt+linear)")
+    parser.add_argument("--seqs", default=None, help="comma list of sequence lengths (default 256,1024,4096; "
+                        "linear-time mixers also 16384)")
+    parser.add_argument("--batch", type=int, default=None, help="sequences per step at seq 256 (fewer at longer seqs: "
+                        "tokens per step stay batch x 256)")
+    parser.add_argument("--steps", type=int, default=None, help="timed training steps per cell")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile column of the full run")
+    parser.add_argument("--cell-timeout", type=float, default=1200, help="seconds before a cell is abandoned")
     parser.add_argument("--cell", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cell:
@@ -181,11 +210,11 @@ def main() -> None:
 
     presets = args.presets.split(",") if args.presets else [
         p for p in preset_names() if "enwik8" not in p
-    ] + ["gpt+op", "ripplegpt+op"]
+    ] + ["gpt+op", "ripplegpt+op", "wave_gpt+linear"]
     seqs = [int(s) for s in args.seqs.split(",")] if args.seqs else ([256] if args.quick else [256, 1024, 4096])
     batch = args.batch or (4 if args.quick else 8)
-    steps = args.steps or (3 if args.quick else 5)
-    backends = ["jax", "torch"] + (["torch.compile"] if args.compile and not args.quick else [])
+    steps = args.steps or 3
+    backends = ["jax", "torch"] + ([] if args.quick or args.no_compile else ["torch.compile"])
     peak = matmul_peak_gflops(1024 if args.quick else 2048)
     rows = []
     started = time.perf_counter()
@@ -195,35 +224,40 @@ def main() -> None:
         size = "micro" if args.quick and "micro" in sizes else ("nano" if args.quick else "small")
         cfg_probe = _cfg(name, size, 256)
         cell_seqs = list(seqs)
-        if not args.quick and cfg_probe.mixer in LINEAR_TIME_MIXERS:
+        if not args.quick and not args.seqs and is_linear_time(cfg_probe):
             cell_seqs.append(16384)
         for seq in cell_seqs:
             per_backend = {}
             for backend in backends:
                 spec = dict(preset=name, size=size, seq=seq, backend=backend, batch=max(1, batch * 256 // seq),
                             steps=steps, gen_tokens=0 if seq > 256 else (32 if args.quick else 128))
-                proc = subprocess.run([sys.executable, __file__, "--cell", json.dumps(spec)],
-                                      capture_output=True, text=True, cwd=ROOT)
+                label = [f"{name}-{size}", backend, seq]
+                try:
+                    proc = subprocess.run([sys.executable, __file__, "--cell", json.dumps(spec)],
+                                          capture_output=True, text=True, cwd=ROOT, timeout=args.cell_timeout)
+                except subprocess.TimeoutExpired:
+                    rows.append(label + ["-", f"timeout after {args.cell_timeout:.0f} s", "", "", "", "", ""])
+                    continue
                 if proc.returncode != 0:
                     err = (proc.stderr.strip().splitlines() or ["failed"])[-1][:80]
-                    rows.append([f"{name}-{size}", backend, seq, "-", f"error: {err}", "", "", "", "", ""])
+                    rows.append(label + ["-", f"error: {err}", "", "", "", "", ""])
                     continue
                 r = json.loads(proc.stdout.strip().splitlines()[-1])
                 per_backend[backend] = r
-                mfu = r["train_tok_s"] * r["flops_per_token"] / (peak["jax" if backend == "jax" else "torch"] * 1e9)
-                rows.append([
-                    f"{name}-{size}", backend, seq, f"{r['params']:,}", f"{r['train_tok_s']:,.0f}",
-                    "" if backend != "torch" or "jax" not in per_backend else f"{per_backend['jax']['train_tok_s'] / r['train_tok_s']:.2f}x",
+                mfu = r["train_tok_s"] * r["flops_per_token"] / (peak["machine"] * 1e9)
+                rows.append(label + [
+                    f"{r['params']:,}", f"{r['train_tok_s']:,.0f}",
+                    "" if backend == "jax" or "jax" not in per_backend else f"{per_backend['jax']['train_tok_s'] / r['train_tok_s']:.2f}x",
                     f"{100 * mfu:.1f}%", f"{r.get('gen_tok_s_cache', 0):,.0f}" if "gen_tok_s_cache" in r else "",
                     f"{r.get('gen_tok_s_nocache', 0):,.0f}" if "gen_tok_s_nocache" in r else "",
                     f"{r['peak_rss_mb']:,.0f}",
                 ])
-            print(f"  done {name} seq {seq}", file=sys.stderr, flush=True)
+            print(f"  done {name} seq {seq} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
     print(f"machine: {machine_line()}")
-    print(f"float32 matmul peak: JAX {peak['jax']:.0f} GFLOP/s, torch {peak['torch']:.0f} GFLOP/s; "
-          f"wall time {time.perf_counter() - started:.0f} s\n")
+    print(f"float32 matmul peak ({'1024' if args.quick else '2048'}^2): JAX {peak['jax']:.0f} GFLOP/s, torch "
+          f"{peak['torch']:.0f} GFLOP/s; MFU is against the larger; wall time {time.perf_counter() - started:.0f} s\n")
     print(markdown_table(
-        ["model", "backend", "seq", "params", "train tok/s", "JAX/torch", "MFU", "gen tok/s (cache)",
+        ["model", "backend", "seq", "params", "train tok/s", "JAX / this", "MFU", "gen tok/s (cache)",
          "gen tok/s (no cache)", "peak RSS MB"], rows))
 
 
