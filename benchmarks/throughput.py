@@ -8,8 +8,8 @@ Each cell (preset x backend x sequence length) runs in a fresh subprocess so tha
 resident memory (ru_maxrss, which includes the ~0.4-0.6 GB of the imported frameworks) is its
 own. Training is a full optimizer step (forward, backward, AdamW); generation is tokens/s of
 greedy decoding with and without the decoding cache. MFU divides the training FLOPs (6 N per
-token for the weights plus 12 L T d for attention scores, the usual estimate) by the float32
-matmul peak measured in the same run.
+token for the weights plus 12 L W d for the mixer, the usual estimate: train_flops_per_token) by
+the float32 matmul peak measured in the same run (the larger of JAX's and torch's).
 """
 
 from __future__ import annotations
@@ -52,8 +52,18 @@ def is_linear_time(cfg) -> bool:
     return cfg.mixer == "wave" and cfg.wave_attention == "pure" and cfg.wave_mode == "linear"
 
 
-def _train_flops_per_token(cfg, n_params: int, seq: int) -> float:
-    return 6.0 * n_params + 12.0 * cfg.n_layer * seq * cfg.n_embd
+def train_flops_per_token(cfg, n_params: int, seq: int) -> float:
+    """Training FLOPs per token: 6 N for the weights plus 12 L W d for the token mixer's
+    score-times-value products, W being the positions each token mixes with: the whole
+    sequence for softmax-style attention, one chunk for chunked linear attention, none for the
+    gate-loop recurrence (elementwise, no matmul)."""
+    if cfg.mixer in ("gateloop", "simple_gateloop"):
+        window = 0
+    elif is_linear_time(cfg):
+        window = min(cfg.wave_chunk_size, seq)
+    else:
+        window = seq
+    return 6.0 * n_params + 12.0 * cfg.n_layer * window * cfg.n_embd
 
 
 def _cell_jax(cfg, batch: int, seq: int, steps: int, gen_tokens: int) -> dict:
@@ -151,7 +161,7 @@ def run_cell(spec: dict) -> dict:
     else:
         out = _cell_torch(cfg, spec["batch"], spec["seq"], spec["steps"], spec["gen_tokens"],
                           compiled=spec["backend"] == "torch.compile")
-    out["flops_per_token"] = _train_flops_per_token(cfg, out["params"], spec["seq"])
+    out["flops_per_token"] = train_flops_per_token(cfg, out["params"], spec["seq"])
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 

@@ -105,6 +105,10 @@ def check_tokens(tokens_BxT, cfg: ModelConfig, start_pos: int | None = None) -> 
                 f"sequence of {start + tokens_BxT.shape[1]} positions exceeds block_size={cfg.block_size}; "
                 f"embedding={cfg.embedding!r} (learned absolute positions) cannot extrapolate"
             )
+    if torch.compiler.is_compiling():
+        # Reading the ids' range is a host sync, a graph break under torch.compile; compiled
+        # callers get the embedding's own index error instead.
+        return
     low, high = int(tokens_BxT.min()), int(tokens_BxT.max())
     if low < 0 or high >= cfg.vocab_size:
         raise ValueError(

@@ -57,6 +57,15 @@ def _chunk_len(T: int) -> int:
     return root + (root * root < T)
 
 
+def _write(dst: torch.Tensor, op, *args) -> None:
+    """dst = op(*args): straight into dst (no temporary) in eager mode; as a copy under
+    torch.compile, whose graph capture rejects `out=` views that are not contiguous."""
+    if torch.compiler.is_compiling():
+        dst.copy_(op(*args))
+    else:
+        op(*args, out=dst)
+
+
 def _seq_into(out, c, x, d: int, reverse: bool, h0) -> None:
     """out_t = c_t * out_{t-1} + x_t along axis d (reverse: c_t * out_{t+1} + x_t), from h0."""
     n = x.shape[d]
@@ -66,7 +75,7 @@ def _seq_into(out, c, x, d: int, reverse: bool, h0) -> None:
         if prev is None:
             out.select(d, t).copy_(x.select(d, t))
         else:
-            torch.addcmul(x.select(d, t), c.select(d, t), prev, out=out.select(d, t))
+            _write(out.select(d, t), torch.addcmul, x.select(d, t), c.select(d, t), prev)
         prev = out.select(d, t)
 
 
@@ -103,7 +112,7 @@ def _scan_blocked(c, x, d: int, reverse: bool, h0):
     # Pass 3: rescan every chunk from its incoming state, writing the output.
     prev = incoming
     for t in order:
-        torch.addcmul(xm.select(d + 1, t), cm.select(d + 1, t), prev, out=om.select(d + 1, t))
+        _write(om.select(d + 1, t), torch.addcmul, xm.select(d + 1, t), cm.select(d + 1, t), prev)
         prev = om.select(d + 1, t)
     if r:
         if reverse:
@@ -180,7 +189,7 @@ class _GateLoopScan(torch.autograd.Function):
             if T > 1:
                 h_prev = h.narrow(dim, 0, T - 1)
                 h_prev = h_prev.conj() if h_prev.is_complex() else h_prev
-                torch.mul(dh.narrow(dim, 1, T - 1), h_prev, out=grad_a.narrow(dim, 1, T - 1))
+                _write(grad_a.narrow(dim, 1, T - 1), torch.mul, dh.narrow(dim, 1, T - 1), h_prev)
             first = grad_a.narrow(dim, 0, 1)
             if h0 is None:
                 first.zero_()
