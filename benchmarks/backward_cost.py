@@ -1,0 +1,83 @@
+"""Where a training step's time goes: forward alone vs forward + backward, JAX vs torch eager.
+
+    python benchmarks/backward_cost.py                       # gpt micro, batch 4 x 256
+    python benchmarks/backward_cost.py --preset ripplegpt --size small --batch 8
+
+Prints the loss forward and the loss forward + backward (gradients of every parameter) in
+milliseconds, median of 5 interleaved calls after warmup (JAX jitted, compilation excluded), and
+their ratio. A matmul-bound network's backward costs about twice its forward, so the ratio is
+about 3; a larger ratio means the backward spends its time outside the matmuls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.timing import interleaved_median_seconds, machine_line, markdown_table  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="gpt")
+    parser.add_argument("--size", default="micro")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--seq", type=int, default=256)
+    args = parser.parse_args()
+
+    import jax
+    import numpy as np
+    import torch
+    from flax import nnx
+
+    from physnets_jax.config import preset
+    from physnets_jax.losses import cross_entropy as jax_ce
+    from physnets_jax.model import Decoder as JaxDecoder
+    from physnets_torch.losses import cross_entropy as torch_ce
+    from physnets_torch.model import Decoder as TorchDecoder
+
+    cfg = preset(args.preset, args.size, dropout=0.0, block_size=args.seq)
+    tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (args.batch, args.seq))
+
+    graphdef, params, rest = nnx.split(JaxDecoder(cfg, rngs=nnx.Rngs(0)), nnx.Param, ...)
+    x = jax.device_put(tokens.astype(np.int32))
+
+    def jax_loss(p, r, x):
+        return jax_ce(nnx.merge(graphdef, p, r)(x), x)
+
+    jax_forward = jax.jit(jax_loss)
+    jax_grad = jax.jit(jax.grad(jax_loss))
+
+    torch.manual_seed(0)
+    model = TorchDecoder(cfg)
+    tx = torch.from_numpy(tokens)
+
+    def torch_forward():
+        with torch.no_grad():
+            return torch_ce(model(tx), tx)
+
+    def torch_grad():
+        model.zero_grad(set_to_none=True)
+        torch_ce(model(tx), tx).backward()
+
+    secs = interleaved_median_seconds({
+        "jax forward": lambda: jax.block_until_ready(jax_forward(params, rest, x)),
+        "jax forward+backward": lambda: jax.block_until_ready(jax_grad(params, rest, x)),
+        "torch forward": torch_forward,
+        "torch forward+backward": torch_grad,
+    }, warmup=2, repeats=5)
+    rows = []
+    for backend in ("jax", "torch"):
+        fwd, both = secs[f"{backend} forward"], secs[f"{backend} forward+backward"]
+        rows.append([backend, f"{1000 * fwd:.1f}", f"{1000 * both:.1f}", f"{both / fwd:.1f}x"])
+    print(f"machine: {machine_line()}")
+    print(f"{args.preset}-{args.size}, batch {args.batch} x {args.seq} tokens, median of 5 interleaved\n")
+    print(markdown_table(["backend", "forward ms", "forward + backward ms", "ratio"], rows))
+
+
+if __name__ == "__main__":
+    main()
