@@ -39,61 +39,38 @@ def _physnets_cfg(mixer: str, seq: int):
                   block_size=seq, mixer=mixer)
 
 
-def _torch_step(model, tokens, loss_fn):
-    import torch
-
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model, tokens).backward()
-        opt.step()
-
-    n_params = sum(p.numel() for p in model.parameters())
-    return step, n_params
-
-
 def physnets_torch_step(mixer: str, tokens):
     import torch
 
+    from benchmarks.train_steps import torch_train_step
     from physnets_torch.losses import cross_entropy
-    from physnets_torch.model import Decoder
+    from physnets_torch.model import Decoder, count_params
 
     torch.manual_seed(0)
     model = Decoder(_physnets_cfg(mixer, tokens.shape[1]))
-    return _torch_step(model, tokens, lambda m, x: cross_entropy(m(x), x))
+    return torch_train_step(model, tokens, lambda f, x: cross_entropy(f(x), x)), count_params(model)
 
 
 def physnets_jax_step(mixer: str, tokens):
     import jax
-    from flax import nnx
 
-    from physnets_jax.model import Decoder, count_params
-    from physnets_jax.train import TrainConfig, make_optimizer, train_step
+    from benchmarks.train_steps import JaxTrainStep
 
-    model = Decoder(_physnets_cfg(mixer, tokens.shape[1]), rngs=nnx.Rngs(0))
-    tx = make_optimizer(TrainConfig(steps=10_000, warmup_steps=1))
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    state = {"params": params, "rest": rest, "opt": jax.jit(tx.init)(params)}
-    x = jax.device_put(tokens.numpy().astype("int32"))
-
-    def step():
-        state["params"], state["rest"], state["opt"], loss = train_step(
-            graphdef, tx, state["params"], state["rest"], state["opt"], x, x
-        )
-        jax.block_until_ready(loss)
-
-    return step, count_params(model)
+    step = JaxTrainStep(_physnets_cfg(mixer, tokens.shape[1]), tokens.numpy())
+    return (lambda: jax.block_until_ready(step())), step.n_params
 
 
 def peer_step(gate_looped: bool, tokens):
     import torch
     from gateloop_transformer import Transformer
 
+    from benchmarks.train_steps import torch_train_step
+
     torch.manual_seed(0)
     model = Transformer(num_tokens=VOCAB, dim=DIM, depth=DEPTH, use_gate_looped_attn=gate_looped)
     # The package's own loss shifts inside (return_loss=True): T - 1 predicted positions.
-    return _torch_step(model, tokens, lambda m, x: m(x, return_loss=True))
+    step = torch_train_step(model, tokens, lambda f, x: f(x, return_loss=True))
+    return step, sum(p.numel() for p in model.parameters())
 
 
 def main() -> None:

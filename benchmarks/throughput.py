@@ -45,9 +45,12 @@ def _cfg(preset_name: str, size: str, seq: int):
     return preset(name, size, **overrides)
 
 
+GATE_LOOP_MIXERS = ("gateloop", "simple_gateloop")
+
+
 def is_linear_time(cfg) -> bool:
     """Whether the token mixer runs in O(T) time and memory (so it gets a 16384 column)."""
-    if cfg.mixer in ("gateloop", "simple_gateloop"):
+    if cfg.mixer in GATE_LOOP_MIXERS:
         return True
     return cfg.mixer == "wave" and cfg.wave_attention == "pure" and cfg.wave_mode == "linear"
 
@@ -57,7 +60,7 @@ def train_flops_per_token(cfg, n_params: int, seq: int) -> float:
     score-times-value products, W being the positions each token mixes with: the whole
     sequence for softmax-style attention, one chunk for chunked linear attention, none for the
     gate-loop recurrence (elementwise, no matmul)."""
-    if cfg.mixer in ("gateloop", "simple_gateloop"):
+    if cfg.mixer in GATE_LOOP_MIXERS:
         window = 0
     elif is_linear_time(cfg):
         window = min(cfg.wave_chunk_size, seq)
@@ -69,29 +72,22 @@ def train_flops_per_token(cfg, n_params: int, seq: int) -> float:
 def _cell_jax(cfg, batch: int, seq: int, steps: int, gen_tokens: int) -> dict:
     import jax
     import numpy as np
-    from flax import nnx
 
+    from benchmarks.train_steps import JaxTrainStep
     from physnets_jax.generate import generate
-    from physnets_jax.model import Decoder, count_params
-    from physnets_jax.train import TrainConfig, make_optimizer, train_step
 
-    model = Decoder(cfg, rngs=nnx.Rngs(0))
-    n_params = count_params(model)
-    tx = make_optimizer(TrainConfig(steps=steps + 2, warmup_steps=1))
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    opt_state = jax.jit(tx.init)(params)  # as the trainer does: no weak-typed leaves, no retrace
-    rng = np.random.default_rng(0)
-    x = jax.device_put(rng.integers(0, cfg.vocab_size, (batch, seq)).astype(np.int32))
+    step = JaxTrainStep(cfg, np.random.default_rng(0).integers(0, cfg.vocab_size, (batch, seq)),
+                        total_steps=steps + 2)
     for _ in range(2):  # compile, then one more call so that any retrace is outside the timing
-        params, rest, opt_state, loss = train_step(graphdef, tx, params, rest, opt_state, x, x)
+        loss = step()
     jax.block_until_ready(loss)
     start = time.perf_counter()
     for _ in range(steps):
-        params, rest, opt_state, loss = train_step(graphdef, tx, params, rest, opt_state, x, x)
+        loss = step()
     jax.block_until_ready(loss)
     train_s = (time.perf_counter() - start) / steps
-    nnx.update(model, params, rest)
-    out = {"params": n_params, "train_tok_s": batch * seq / train_s, "train_step_s": train_s}
+    model = step.model()
+    out = {"params": step.n_params, "train_tok_s": batch * seq / train_s, "train_step_s": train_s}
     out.update(_generation(lambda p, n, cache: generate(model, p, n, greedy=True, use_cache=cache),
                            cfg, gen_tokens, lambda t: np.asarray(t)))
     return out
@@ -101,6 +97,7 @@ def _cell_torch(cfg, batch: int, seq: int, steps: int, gen_tokens: int, compiled
     import numpy as np
     import torch
 
+    from benchmarks.train_steps import torch_train_step
     from physnets_torch.generate import generate
     from physnets_torch.losses import cross_entropy
     from physnets_torch.model import Decoder, count_params
@@ -108,14 +105,9 @@ def _cell_torch(cfg, batch: int, seq: int, steps: int, gen_tokens: int, compiled
     torch.manual_seed(0)
     model = Decoder(cfg)
     n_params = count_params(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    forward = torch.compile(model) if compiled else model
     x = torch.from_numpy(np.random.default_rng(0).integers(0, cfg.vocab_size, (batch, seq)))
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        cross_entropy(forward(x), x).backward()
-        opt.step()
+    step = torch_train_step(model, x, lambda f, t: cross_entropy(f(t), t),
+                            forward=torch.compile(model) if compiled else None)
 
     step()
     if compiled:
