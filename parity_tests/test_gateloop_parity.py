@@ -15,8 +15,8 @@ import torch
 from flax import nnx
 
 from parity_tests.harness import assert_close, compare, twin
-from physnets_jax import losses as jlosses
 from physnets_core.config import ModelConfig, preset
+from physnets_jax import losses as jlosses
 from physnets_jax.layers import gateloop as jgl
 from physnets_jax.model import Decoder as JDecoder
 from physnets_jax.model import cast_params

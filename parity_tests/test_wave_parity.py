@@ -17,8 +17,8 @@ from flax import nnx
 import physnets_jax.layers as jl
 import physnets_torch.layers as tl
 from parity_tests.harness import JNP, TORCH, assert_close, compare, twin
-from physnets_jax import losses as jlosses
 from physnets_core.config import ModelConfig, preset
+from physnets_jax import losses as jlosses
 from physnets_jax.model import Decoder as JDecoder
 from physnets_jax.model import cast_params
 from physnets_jax.optim import rgd

@@ -16,8 +16,7 @@ import pytest
 import torch
 
 from physnets_torch import bridge
-from physnets_torch.bridge import interop
-from physnets_torch.bridge import jax_to_tensor, jax_to_torch, tensor_to_jax
+from physnets_torch.bridge import interop, jax_to_tensor, jax_to_torch, tensor_to_jax
 
 
 @pytest.fixture

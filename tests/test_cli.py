@@ -55,8 +55,8 @@ def test_export_loads_in_both_backends_with_equal_logits(run, tmp_path, capsys):
     # same weights, two frameworks, float32: agree to float32 rounding of the whole model
     np.testing.assert_allclose(jax_logits, torch_logits, rtol=1e-5, atol=1e-5)
     # the export is the checkpoint's parameters exactly
-    from physnets_jax.training.checkpoint import Checkpointer
     from physnets_jax.state import flat_params
+    from physnets_jax.training.checkpoint import Checkpointer
 
     leaves, meta = Checkpointer(run / "checkpoints").restore_arrays()
     saved = dict(zip(meta["param_names"], leaves, strict=False))

@@ -11,9 +11,9 @@ import jax
 import numpy as np
 import pytest
 
+from physnets_jax.model import build_model
 from physnets_jax.training.checkpoint import Checkpointer, CheckpointError
 from physnets_jax.training.data import TokenData
-from physnets_jax.model import build_model
 from physnets_jax.training.train import (
     TrainConfig,
     TrainingDiverged,
