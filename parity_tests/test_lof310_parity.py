@@ -38,7 +38,7 @@ def test_shiftmax_values_and_gradients(shape, axis, floor, dtype):
         p = jshiftmax(v, axis=axis, floor=floor)
         return jnp.sum(jnp.asarray(w) * p), p
 
-    (jl, jp), jg = jax.value_and_grad(jloss, has_aux=True)(jnp.asarray(x, JNP[dtype]))
+    (jl, jp), jg = jax.jit(jax.value_and_grad(jloss, has_aux=True))(jnp.asarray(x, JNP[dtype]))
     xt = torch.tensor(x, dtype=TORCH[dtype], requires_grad=True)
     tp = tshiftmax(xt, dim=axis, floor=floor)
     tl = torch.sum(torch.as_tensor(w) * tp)

@@ -5,9 +5,11 @@ import json
 
 import pytest
 
+from physnets_jax.training import compare
 from physnets_jax.training.cli import main
 from physnets_jax.training.compare import (
     SCALES,
+    Scale,
     entry_config,
     match_width,
     param_count,
@@ -33,7 +35,12 @@ def test_unmatchable_target_names_the_entry():
         match_width(entry, SCALES["tiny"], 65, 10)
 
 
-def test_smoke_residual_suite_two_steps(tmp_path, capsys):
+def test_smoke_residual_suite_two_steps(tmp_path, capsys, monkeypatch):
+    # The command's plumbing at a micro scale (one layer, width 32): each entry costs a training-
+    # and an evaluation-step compilation, which at the tiny scale's sizes dominated the suite.
+    micro = Scale(n_layer=1, n_head=2, base_width=32, block_size=16, batch_size=4, steps=500, lr=2e-3,
+                  warmup_steps=40, eval_interval=50, eval_batches=1, eval_lengths=(16, 32))
+    monkeypatch.setitem(compare.SCALES, "tiny", micro)
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("".join(f"KING:\nNow is the winter {i} of our discontent.\n\n" for i in range(300)))
     out = tmp_path / "results"

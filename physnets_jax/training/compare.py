@@ -15,6 +15,7 @@ for the extrapolation suite) in the output folder.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import pathlib
@@ -112,8 +113,10 @@ def entry_config(entry: Entry, scale: Scale, vocab_size: int, n_embd: int):
     return preset(entry.preset, "nano", **{**fields, **entry.overrides})
 
 
+@functools.lru_cache(maxsize=1024)
 def param_count(cfg) -> int:
-    """Parameters of a Decoder built from cfg (shapes only, nothing allocated)."""
+    """Parameters of a Decoder built from cfg (shapes only, nothing allocated; cached per config:
+    entries of a suite that differ only in optimiser or loss share their width search)."""
     from flax import nnx
 
     from physnets_jax.model import Decoder, count_params
