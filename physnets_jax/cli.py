@@ -21,13 +21,13 @@ TRAIN_DEFAULTS: dict[str, Any] = dict(
     memmap=False, steps=300, batch_size=16, lr=2e-3, min_lr_ratio=0.1, warmup_steps=30,
     schedule="cosine", weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0, optimizer="adamw",
     momentum=0.9, condition="none", rgd_strength=0.5, rgd_warmup=1000, loss="ce", qfe_lambda=0.05,
-    eval_interval=100, eval_batches=10, log_interval=10, seed=1337, ckpt_interval=100, keep=3,
+    qfe_project=True, eval_interval=100, eval_batches=10, log_interval=10, seed=1337, ckpt_interval=100, keep=3,
     sample_tokens=200, block_size=None, dropout=None, set=None,
 )
 TRAIN_FIELDS = (
     "steps", "batch_size", "lr", "min_lr_ratio", "warmup_steps", "schedule", "weight_decay", "beta1",
     "beta2", "grad_clip", "optimizer", "momentum", "condition", "rgd_strength", "rgd_warmup", "loss",
-    "qfe_lambda", "eval_interval", "eval_batches", "log_interval", "seed", "ckpt_interval", "sample_tokens",
+    "qfe_lambda", "qfe_project", "eval_interval", "eval_batches", "log_interval", "seed", "ckpt_interval", "sample_tokens",
 )
 MODEL_OPTIONS = ("preset", "size", "block_size", "dropout", "set")
 DATA_OPTIONS = ("data", "tokenizer", "vocab_size", "val_fraction", "memmap")
@@ -86,6 +86,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--grad-clip", type=float, help=f"global-norm clipping, 0 = off ({d['grad_clip']})")
     g.add_argument("--loss", choices=LOSSES, help="ce (default) or qfe (cross-entropy + phase coherence)")
     g.add_argument("--qfe-lambda", type=float, help=f"qfe coherence weight ({d['qfe_lambda']})")
+    g.add_argument("--no-qfe-projection", dest="qfe_project", action="store_false", default=None,
+                   help="qfe on the full one-hot at any vocabulary (the Wave-Native headline run) instead of "
+                        "projecting vocabularies > 256 onto 256 dims")
     g.add_argument("--seed", type=int, help=f"model init and batch order ({d['seed']})")
     g = p.add_argument_group("run folder, checkpoints, output")
     g.add_argument("--run-dir", help="run folder (default runs/<preset>-<size>-<date>-<time>)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 # Valid choices per slot. A new component adds its name here and its builder in both backends'
@@ -26,6 +26,9 @@ WAVE_ATTENTIONS = ("interference", "physics", "pure")
 WAVE_KERNELS = ("elu1", "sigmoid", "exp", "linear", "identity")
 WAVE_MODES = ("quadratic", "linear")
 WAVE_ACTIVATIONS = ("sin", "gelu_sin")
+# embedding="wave": "physics" (physics init, [A sin, A cos, phase, log1p f] -> RMS norm; preset wave_gpt) |
+# "blend" (the headline run's c04e261 version: random init, LayerNorm(s wave + (1 - s) embed), s learned)
+WAVE_EMBEDDINGS = ("physics", "blend")
 ATTENTION_IMPLS = ("dense", "blockwise")  # attention / ripple mixers without a cache
 GATELOOP_SCANS = ("auto", "associative", "chunked", "sequential")  # JAX scan used by the GateLoop mixers;
 # auto: lax.scan ("sequential") on CPU, where it measured fastest, associative_scan on GPU/TPU
@@ -52,6 +55,7 @@ class ModelConfig:
     norm: str = "layernorm"
     norm_eps: float = 1e-5
     prenorm: bool = True  # False: post-norm blocks, x = norm(x + f(x)), no final norm
+    final_norm: bool = True  # pre-norm only: False leaves out the norm after the last block
     tie_embeddings: bool = True
 
     mlp_hidden: int | None = None  # None: the MLP kind's own default width (4x, or 8/3x for ripple)
@@ -77,7 +81,8 @@ class ModelConfig:
     wave_mode: str = "quadratic"  # pure: quadratic (T^2) | linear (chunked, O(T) memory)
     wave_chunk_size: int = 64  # pure linear mode: chunk length
     wave_activation: str = "sin"  # mlp="wave": sin (sin x + 0.1 x) | gelu_sin (gelu x + 0.1 sin x)
-    wave_embed_ratio: float = 0.0  # initial share r of the standard embedding: (1-r) wave + r std
+    wave_embed_ratio: float = 0.0  # physics embedding: share r of the standard embedding, (1-r) wave + r std
+    wave_embedding: str = "physics"  # embedding="wave": physics | blend (docs/wave.md, "Versions")
 
     # GateLoop (mixer="gateloop" | "simple_gateloop" | "hybrid"); docs/gateloop.md
     gateloop_heads: int | None = None  # None: max heads (= dim_inner, head dim 1)
@@ -136,12 +141,18 @@ class ModelConfig:
             ("wave_kernel", WAVE_KERNELS),
             ("wave_mode", WAVE_MODES),
             ("wave_activation", WAVE_ACTIVATIONS),
+            ("wave_embedding", WAVE_EMBEDDINGS),
         ):
             value = getattr(self, field)
             if value not in choices:
                 raise ValueError(f"{field}={value!r} is not known; valid choices: {', '.join(choices)}")
         if not 0.0 <= self.wave_embed_ratio <= 1.0:
             raise ValueError(f"wave_embed_ratio={self.wave_embed_ratio} must be in [0, 1]")
+        if self.wave_embedding == "blend" and self.wave_embed_ratio != 0.0:
+            raise ValueError(
+                f"wave_embed_ratio={self.wave_embed_ratio} applies to wave_embedding='physics' only; "
+                "wave_embedding='blend' learns its share (sigmoid(wave_ratio)): leave wave_embed_ratio at 0"
+            )
         if self.tie_embeddings and self.embedding == "wave":
             raise ValueError("tie_embeddings=True needs a token table; embedding='wave' has none to tie "
                              "(set tie_embeddings=False)")
@@ -239,15 +250,23 @@ def _require_positive_int(name: str, value: Any) -> None:
 _SIZES: dict[str, dict[str, dict[str, Any]]] = {}
 _PRESETS: dict[str, dict[str, Any]] = {}
 _DEFAULT_SIZE: dict[str, str] = {}
+_CHECKS: dict[str, Callable[[ModelConfig], None]] = {}
 
 
 def register_preset(
-    name: str, base: dict[str, Any], sizes: dict[str, dict[str, Any]], default_size: str = "small"
+    name: str, base: dict[str, Any], sizes: dict[str, dict[str, Any]], default_size: str = "small",
+    check: Callable[[ModelConfig], None] | None = None,
 ) -> None:
-    """Register a preset: base fields plus named sizes ("nano" for tests, "small" = seed)."""
+    """Register a preset: base fields plus named sizes ("nano" for tests, "small" = seed).
+
+    check(cfg), if given, runs on every config `preset(name, ...)` builds (after the overrides) and
+    raises ValueError for options the preset's version does not have.
+    """
     _PRESETS[name] = dict(base)
     _SIZES[name] = {k: dict(v) for k, v in sizes.items()}
     _DEFAULT_SIZE[name] = default_size
+    if check is not None:
+        _CHECKS[name] = check
 
 
 def preset_names() -> tuple[str, ...]:
@@ -282,7 +301,10 @@ def preset(name: str, size: str | None = None, **overrides: Any) -> ModelConfig:
             f"unknown size {size!r} for preset {name!r}; valid sizes: {', '.join(_SIZES[name])}"
         )
     fields = {**_PRESETS[name], **_SIZES[name][size], **overrides}
-    return ModelConfig.from_dict(fields)
+    cfg = ModelConfig.from_dict(fields)
+    if name in _CHECKS:
+        _CHECKS[name](cfg)
+    return cfg
 
 
 _CHAR_SIZES = {
@@ -332,6 +354,46 @@ register_preset(
         wave_attention="interference", wave_kernel="elu1", wave_mode="quadratic", wave_activation="sin",
     ),
     _WAVE_SIZES,
+)
+
+# The headline run of Wave-Native GPT (val loss 0.8877, 15,433,657 parameters at "small"): the code at
+# spectral_cnn commit c04e261 (wave_gpt.py identical at 38a89ad). Blend embedding (random init,
+# LayerNorm(s wave + (1 - s) embed), s = sigmoid(wave_ratio) learned), interference attention only,
+# gelu(x) + 0.1 sin(x) MLP, no final LayerNorm before the collapse head. Train it with QFE unprojected
+# (TrainConfig(qfe_project=False)) to match that run. docs/wave.md, "Versions".
+_HEADLINE_FIXED = (
+    # (field, the version's value, what the version has): pure attention, its kernels, its linear mode
+    # and the physics embedding came later
+    ("mixer", "wave", "only interference attention"),
+    ("wave_attention", "interference", "only interference attention"),
+    ("wave_kernel", "elu1", "only interference attention"),
+    ("wave_mode", "quadratic", "only interference attention"),
+    ("wave_chunk_size", 64, "only interference attention"),
+    ("embedding", "wave", "only the blend wave embedding"),
+    ("wave_embedding", "blend", "only the blend wave embedding"),
+)
+
+
+def _check_headline(cfg: ModelConfig) -> None:
+    for field, value, has in _HEADLINE_FIXED:
+        if getattr(cfg, field) != value:
+            raise ValueError(
+                f"{field}={getattr(cfg, field)!r} is not available in preset 'wave_gpt-headline': the headline "
+                f"version (spectral_cnn c04e261) has {has}, so {field} must be {value!r}; use preset "
+                "'wave_gpt' for the other wave options"
+            )
+
+
+register_preset(
+    "wave_gpt-headline",
+    dict(
+        embedding="wave", wave_embedding="blend", mixer="wave", mlp="wave", residual="add",
+        head="wave_collapse", norm="layernorm", final_norm=False, bias=True, tie_embeddings=False, dropout=0.1,
+        scaled_residual_init=False, wave_attention="interference", wave_kernel="elu1", wave_mode="quadratic",
+        wave_activation="gelu_sin",
+    ),
+    _WAVE_SIZES,
+    check=_check_headline,
 )
 
 # The seed's own control ("classic", WaveGPT model_type="standard"): token + learned position

@@ -43,7 +43,7 @@ def save_flat(flat_jax: dict[str, np.ndarray], cfg: ModelConfig, out_dir, *, tok
 
     out_dir = pathlib.Path(out_dir)
     _prepare_out_dir(out_dir, overwrite)
-    tensors = {torch_name(k): np.ascontiguousarray(swap_layout(k, np.asarray(v))) for k, v in flat_jax.items()}
+    tensors = {torch_name(k): np.array(swap_layout(k, np.asarray(v)), order="C") for k, v in flat_jax.items()}
     metadata = {"format": FORMAT, "names": "torch", "step": str(step if step is not None else -1)}
     save_file(tensors, str(out_dir / WEIGHTS_FILE), metadata=metadata)
     (out_dir / CONFIG_FILE).write_text(cfg.to_json() + "\n", encoding="utf-8")

@@ -60,6 +60,7 @@ class TrainConfig:
     rgd_warmup: int = 1000  # rgd: resonance warmup steps
     loss: str = "ce"  # ce | qfe (cross-entropy + qfe_lambda * phase coherence)
     qfe_lambda: float = 0.05
+    qfe_project: bool = True  # qfe: project V > 256 onto 256 dims; False: full one-hot (the headline run)
     eval_interval: int = 100
     eval_batches: int = 10
     log_interval: int = 10
@@ -87,6 +88,8 @@ class TrainConfig:
         for name in ("beta1", "beta2", "momentum"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1)")
+        if not isinstance(self.qfe_project, bool):
+            raise ValueError(f"qfe_project={self.qfe_project!r} must be True or False")
         for name, choices in (
             ("optimizer", OPTIMIZERS), ("condition", CONDITIONING), ("loss", LOSSES), ("schedule", SCHEDULES)
         ):
@@ -177,14 +180,14 @@ def make_loss(tc: TrainConfig) -> Callable[[jax.Array, jax.Array], jax.Array]:
         from physnets_jax.losses import qfe_loss  # noqa: F401  (present?)
     except ImportError as err:
         raise ValueError(f"loss='qfe' needs physnets_jax.losses.qfe_loss ({err})") from None
-    return _qfe_with_lambda(float(tc.qfe_lambda))
+    return _qfe_with_lambda(float(tc.qfe_lambda), bool(tc.qfe_project))
 
 
 @functools.lru_cache(maxsize=8)
-def _qfe_with_lambda(lam: float):
-    from physnets_jax.losses import qfe_loss
+def _qfe_with_lambda(lam: float, project: bool = True):
+    from physnets_jax.losses import QFE_PROJECTION_DIM, qfe_loss
 
-    return partial(qfe_loss, lambda_coherence=lam)
+    return partial(qfe_loss, lambda_coherence=lam, projection_dim=QFE_PROJECTION_DIM if project else None)
 
 
 def _train_step(graphdef, tx, params, rest, opt_state, x, y, loss_fn=cross_entropy):

@@ -55,7 +55,7 @@ def jax_to_torch(jax_params) -> OrderedDict[str, torch.Tensor]:
         jax_params = flat_params(jax_params)
     out = OrderedDict()
     for name, value in jax_params.items():
-        array = np.ascontiguousarray(swap_layout(name, np.asarray(value)))
+        array = np.array(swap_layout(name, np.asarray(value)), order="C")  # keeps 0-d (scalar) parameters 0-d
         out[torch_name(name)] = torch.from_numpy(array.copy())
     return out
 
@@ -79,7 +79,7 @@ def torch_to_jax(state_dict: Mapping[str, torch.Tensor], jax_names) -> dict[str,
     out = {}
     for tname, jname in by_torch.items():
         array = _as_numpy(state_dict[tname])
-        out[jname] = np.ascontiguousarray(swap_layout(jname, array)).copy()
+        out[jname] = np.array(swap_layout(jname, array), order="C")
     return out
 
 
