@@ -10,6 +10,12 @@ once per seed, through `physnets_jax.train.train`. Results: a markdown table (me
 seeds of the final validation loss and perplexity, tokens/s, parameters), `results.json`, and PNG
 plots (validation-loss curves with a +-1 std band over seeds; validation loss by evaluation length
 for the extrapolation suite) in the output folder.
+
+The `wave-headline` suite is the exception on purpose: it replays the Wave-Native GPT headline
+run's own protocol (HEADLINE below: no parameter matching, the wave model trained 3x the steps
+at 2x the learning rate with RGD + QFE) and reports the seed's "validation" (one random batch of
+the training split) next to the held-out validation, so the protocol's share of the claimed gain
+can be read off.
 """
 
 from __future__ import annotations
