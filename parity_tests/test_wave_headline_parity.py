@@ -12,8 +12,8 @@ from flax import nnx
 import physnets_jax.layers as jl
 import physnets_torch.layers as tl
 from parity_tests.harness import compare, twin
+from physnets_core.config import preset
 from physnets_jax import losses as jlosses
-from physnets_jax.config import preset
 from physnets_jax.model import Decoder as JDecoder
 from physnets_torch import losses as tlosses
 from physnets_torch.model import Decoder as TDecoder

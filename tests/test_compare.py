@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from physnets_jax.cli import main
-from physnets_jax.compare import (
+from physnets_jax.training.cli import main
+from physnets_jax.training.compare import (
     SCALES,
     Scale,
     entry_config,
@@ -78,7 +78,7 @@ def test_wave_headline_protocol_is_the_seed_runs():
     short = headline_train_config(wave, dataclasses.replace(seed, steps=500), 0)
     assert (short.steps, short.warmup_steps, short.rgd_warmup) == (1500, 30, 50)
     cfg = headline_config(wave, seed, 1024)  # 6 x 384 with 6 heads: 64 waves per head, H W = d
-    assert (cfg.n_waves, cfg.dropout, cfg.vocab_size, cfg.wave_embedding, cfg.final_norm) == (64, 0.1, 1024, "blend", False)
+    assert (cfg.wave.n_waves, cfg.dropout, cfg.vocab_size, cfg.wave.embedding, cfg.final_norm) == (64, 0.1, 1024, "blend", False)
     assert headline_config(classic, seed, 1024).dropout == 0.1
 
 
@@ -87,16 +87,16 @@ def test_seed_style_val_is_one_batch_of_the_training_split():
     near-zero loss on the seed's "validation" and a large one on the held-out split."""
     from flax import nnx
 
-    from physnets_jax.config import preset
-    from physnets_jax.data import TokenData
+    from physnets_core.config import preset
     from physnets_jax.model import build_model
+    from physnets_jax.training.data import TokenData
 
     model = build_model(preset("wave_gpt-headline", "nano", vocab_size=8, n_layer=1, n_embd=16, block_size=8))
     model.head.proj.bias[...] = model.head.proj.bias[...].at[3].set(40.0)
     data = TokenData.from_splits(np.full(64, 3), np.full(64, 5))
     assert seed_style_val_loss(model, data, 2, 8, seed=0) < 1e-6
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    from physnets_jax.train import eval_loss
+    from physnets_jax.training.train import eval_loss
 
     assert float(eval_loss(graphdef, params, rest, *data.batch_at("val", 2, 8, 0, 0))) > 30
 
@@ -105,8 +105,8 @@ def test_wave_headline_suite_smoke(monkeypatch):
     """The suite's two seed entries (the control and the wave run; the other two only recombine their
     settings) at a toy scale: the wave run trains 3x the steps, every row reports the seed's
     one-training-batch "val" next to the held-out val, and the table shows both."""
-    from physnets_jax import compare
-    from physnets_jax.data import TokenData
+    from physnets_jax.training import compare
+    from physnets_jax.training.data import TokenData
 
     entries = suite_entries("wave-headline")
     assert [(e.preset, e.steps_factor, e.optimizer, e.loss, e.lr) for e in entries] == [

@@ -14,12 +14,12 @@ import torch
 from flax import nnx
 
 import physnets_torch.layers as tl
+from physnets_core.config import preset
 from physnets_jax import losses as jlosses
-from physnets_jax.config import preset
 from physnets_jax.layers.wave import blend_embedding_init
 from physnets_jax.model import Decoder, count_params
 from physnets_jax.state import load_flat_params
-from physnets_jax.train import TrainConfig, make_loss
+from physnets_jax.training.train import TrainConfig, make_loss
 from physnets_torch import losses as tlosses
 from physnets_torch.convert import jax_to_torch, torch_to_jax
 from physnets_torch.model import Decoder as TDecoder
@@ -28,7 +28,7 @@ from tests import wave_headline_reference as orig
 from tests import wave_reference as ref
 
 # small enough for the reference's loops, every part present (2 layers, 2 heads, 3 waves x 2 harmonics)
-SMALL = dict(vocab_size=23, n_embd=16, n_head=2, n_layer=2, n_waves=3, n_harmonics=2, dropout=0.0)
+SMALL = dict(vocab_size=23, n_embd=16, n_head=2, n_layer=2, wave=dict(n_waves=3, n_harmonics=2), dropout=0.0)
 
 
 def _original_weights(shapes, seed=0):
@@ -60,8 +60,8 @@ def _original_weights(shapes, seed=0):
 @pytest.fixture(scope="module")
 def original():
     cfg = preset("wave_gpt-headline", "nano", **SMALL)
-    shapes = orig.original_state_dict_shapes(cfg.vocab_size, cfg.n_embd, cfg.n_layer, cfg.n_head, cfg.n_waves,
-                                             cfg.n_harmonics)
+    shapes = orig.original_state_dict_shapes(cfg.vocab_size, cfg.n_embd, cfg.n_layer, cfg.n_head, cfg.wave.n_waves,
+                                             cfg.wave.n_harmonics)
     sd = _original_weights(shapes)
     tokens = np.random.default_rng(1).integers(0, cfg.vocab_size, (2, 7))
     return cfg, sd, tokens, orig.logits(sd, tokens, cfg.n_head)
@@ -108,7 +108,7 @@ def test_parameter_count_is_the_headline_runs():
     hand = sum(math.prod(s) for n, s in shapes.items() if n != "embedding.harmonic_mults")  # a buffer
     assert hand == SEED_SIZE_PARAMS
     cfg = preset("wave_gpt-headline")
-    assert (cfg.n_embd, cfg.n_layer, cfg.n_head, cfg.n_waves, cfg.n_harmonics, cfg.vocab_size, cfg.block_size) == (
+    assert (cfg.n_embd, cfg.n_layer, cfg.n_head, cfg.wave.n_waves, cfg.wave.n_harmonics, cfg.vocab_size, cfg.block_size) == (
         384, 8, 8, 48, 4, 1024, 256)
     assert count_params(nnx.eval_shape(lambda: Decoder(cfg, rngs=nnx.Rngs(0)))) == SEED_SIZE_PARAMS
     with torch.device("meta"):
@@ -127,7 +127,7 @@ def _check_init_statistics(p, W, H):
 
 
 def _check_init_structure(m, p, cfg):
-    W, H = cfg.n_waves, cfg.n_harmonics
+    W, H = cfg.wave.n_waves, cfg.wave.n_harmonics
     assert m.norm_f is None and m.blocks[0].mlp.kind == "gelu_sin" and m.embedding.variant == "blend"
     assert float(p["embedding.wave_ratio"]) == 0.5 and p["embedding.wave_ratio"].shape == ()
     assert p["embedding.wave_to_embed.weight"].shape == (cfg.n_embd, 2 * W * H)  # no phase/frequency pathways
@@ -154,18 +154,18 @@ def test_torch_init_is_the_headline_versions(original):
     torch.manual_seed(0)
     m = TDecoder(original[0])
     _check_init_structure(m, {k: v.detach().numpy() for k, v in m.state_dict().items()}, original[0])
-    m = tl.EMBEDDINGS["wave"](preset("wave_gpt-headline", "nano", vocab_size=600, n_waves=16))
+    m = tl.EMBEDDINGS["wave"](preset("wave_gpt-headline", "nano", vocab_size=600, wave=dict(n_waves=16)))
     _check_init_statistics({f"embedding.{k}": v.detach().numpy() for k, v in m.state_dict().items()}, 16, 4)
 
 
 @pytest.mark.parametrize(
     "fields, field",
     [
-        (dict(wave_attention="pure"), "wave_attention='pure'"),
-        (dict(wave_attention="physics"), "wave_attention='physics'"),
-        (dict(wave_mode="linear"), "wave_mode='linear'"),
-        (dict(wave_kernel="exp"), "wave_kernel='exp'"),
-        (dict(wave_chunk_size=16), "wave_chunk_size=16"),
+        (dict(wave=dict(attention="pure")), "wave.attention='pure'"),
+        (dict(wave=dict(attention="physics")), "wave.attention='physics'"),
+        (dict(wave=dict(mode="linear")), "wave.mode='linear'"),
+        ({"wave.kernel": "exp"}, "wave.kernel='exp'"),
+        (dict(wave_chunk_size=16), "wave.chunk_size=16"),
         (dict(mixer="attention"), "mixer='attention'"),
     ],
 )
@@ -175,10 +175,10 @@ def test_options_the_headline_version_did_not_have(fields, field):
     message = str(err.value)
     assert message.startswith(f"{field} is not available in preset 'wave_gpt-headline'")
     assert "the headline version (spectral_cnn c04e261) has only interference attention" in message
-    with pytest.raises(ValueError, match="has only the blend wave embedding, so wave_embedding must be 'blend'"):
-        preset("wave_gpt-headline-nano", wave_embedding="physics")
-    with pytest.raises(ValueError, match="wave_embed_ratio=0.5 applies to wave_embedding='physics' only"):
-        preset("wave_gpt", "nano", wave_embedding="blend", wave_embed_ratio=0.5)
+    with pytest.raises(ValueError, match="has only the blend wave embedding, so wave.embedding must be 'blend'"):
+        preset("wave_gpt-headline-nano", wave=dict(embedding="physics"))
+    with pytest.raises(ValueError, match="wave.embed_ratio=0.5 applies to wave.embedding='physics' only"):
+        preset("wave_gpt", "nano", wave=dict(embedding="blend", embed_ratio=0.5))
 
 
 def test_qfe_unprojected_at_any_vocabulary():
@@ -201,7 +201,7 @@ def test_qfe_unprojected_at_any_vocabulary():
     assert float(default(jl, jt)) == pytest.approx(projected, rel=1e-5)
     with pytest.raises(ValueError, match="qfe_project='no' must be True or False"):
         TrainConfig(qfe_project="no")
-    from physnets_jax.cli import TRAIN_DEFAULTS, TRAIN_FIELDS, build_train_parser
+    from physnets_jax.training.cli import TRAIN_DEFAULTS, TRAIN_FIELDS, build_train_parser
 
     assert build_train_parser().parse_args(["--no-qfe-projection"]).qfe_project is False
     assert build_train_parser().parse_args([]).qfe_project is None and TRAIN_DEFAULTS["qfe_project"] is True
