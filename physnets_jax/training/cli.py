@@ -285,7 +285,7 @@ def _invocation(command: str | None) -> str:
 
     argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "physnets"
     name = os.path.basename(argv0)
-    if name in ("cli.py", "__main__.py") or argv0 == "-m":
+    if name == "cli.py":  # python -m physnets_jax.training.cli (or its alias physnets_jax.cli)
         return "python -m physnets_jax.training.cli" + (f" {command}" if command else "")
     if name.endswith(".py"):
         return f"python {argv0}" + (f" {command}" if command else "")
