@@ -89,7 +89,6 @@ def commit_staging(staging, target) -> pathlib.Path:
     """Swap the finished staging folder in as `target`; the previous `target` (if any) is moved
     aside first and deleted only after the new one is in place."""
     staging, target = pathlib.Path(staging), pathlib.Path(target)
-    (staging / STAGING_MARKER).unlink(missing_ok=True)
     old = None
     if target.exists():
         if folder_kind(target) == "empty":
@@ -100,6 +99,7 @@ def commit_staging(staging, target) -> pathlib.Path:
                 shutil.rmtree(old)
             os.replace(target, old)
     os.replace(staging, target)
+    (target / STAGING_MARKER).unlink(missing_ok=True)  # only now: a staging folder always carries it
     if old is not None:
         shutil.rmtree(old)
     return target
