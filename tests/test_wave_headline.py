@@ -201,8 +201,8 @@ def test_qfe_unprojected_at_any_vocabulary():
     assert float(default(jl, jt)) == pytest.approx(projected, rel=1e-5)
     with pytest.raises(ValueError, match="qfe_project='no' must be True or False"):
         TrainConfig(qfe_project="no")
-    from physnets_jax.training.cli import TRAIN_DEFAULTS, TRAIN_FIELDS, build_train_parser
+    from physnets_jax.training.cli import build_train_parser, train_defaults, train_fields
 
     assert build_train_parser().parse_args(["--no-qfe-projection"]).qfe_project is False
-    assert build_train_parser().parse_args([]).qfe_project is None and TRAIN_DEFAULTS["qfe_project"] is True
-    assert "qfe_project" in TRAIN_FIELDS
+    assert build_train_parser().parse_args([]).qfe_project is None and train_defaults()["qfe_project"] is True
+    assert "qfe_project" in train_fields()
