@@ -27,8 +27,11 @@ WAVE_KERNELS = ("elu1", "sigmoid", "exp", "linear", "identity")
 WAVE_MODES = ("quadratic", "linear")
 WAVE_ACTIVATIONS = ("sin", "gelu_sin")
 ATTENTION_IMPLS = ("dense", "blockwise")  # attention / ripple mixers without a cache
-GATELOOP_SCANS = ("auto", "associative", "chunked", "sequential")  # JAX scan used by the GateLoop mixers;
-# auto: lax.scan ("sequential") on CPU, where it measured fastest, associative_scan on GPU/TPU
+GATELOOP_SCANS = ("auto", "associative", "chunked", "sequential", "heinsen", "chunked_matmul")
+# The GateLoop mixers' recurrence. auto: lax.scan ("sequential") on CPU, where it measured fastest,
+# associative_scan on GPU/TPU (torch: its own blocked scan for auto/associative/chunked/sequential);
+# heinsen: the reference's log-space scan (both backends); chunked_matmul: the operator as masked
+# matmuls inside chunks of gateloop_chunk_size positions and a scan over chunk states (both backends)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +92,11 @@ class ModelConfig:
     gateloop_checkpoint: bool = False  # recompute the recurrence in the backward (memory)
     gateloop_post_ln: bool = False  # simple_gateloop / hybrid: LayerNorm on the layer output
     gateloop_hybrid_layers: int = 2  # hybrid: the first N blocks get a SimpleGateLoopLayer
-    gateloop_scan: str = "auto"  # JAX scan: auto | associative | chunked | sequential (torch: own)
+    gateloop_scan: str = "auto"  # see GATELOOP_SCANS
+    gateloop_chunk_size: int = 64  # chunked_matmul (and JAX "chunked"): positions per chunk
+    gateloop_swish_gating: bool = True  # gateloop: SiLU(x W_g) output gate; False: none, and no
+    # output projection when dim_inner == n_embd (the reference's add_swish_gating=False)
+    gateloop_prenorm: bool = True  # simple_gateloop / hybrid: RMSNorm on the layer input
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -165,6 +172,7 @@ class ModelConfig:
         hybrid = self.gateloop_hybrid_layers
         if isinstance(hybrid, bool) or not isinstance(hybrid, int) or hybrid < 0:
             raise ValueError(f"gateloop_hybrid_layers={hybrid!r} must be a non-negative integer")
+        _require_positive_int("gateloop_chunk_size", self.gateloop_chunk_size)
         if self.gateloop_scan not in GATELOOP_SCANS:
             raise ValueError(
                 f"gateloop_scan={self.gateloop_scan!r} is not known; valid choices: {', '.join(GATELOOP_SCANS)}"

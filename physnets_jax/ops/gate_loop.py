@@ -18,6 +18,12 @@ axes, as the per-head transition of GateLoopedAttention does over its (d_k, d_v)
   chunk + T/chunk sequential steps. Benchmarked against the associative scan in
   benchmarks/gateloop_scan.py (docs/gateloop.md has the table).
 - gate_loop_scan_sequential: the plain lax.scan reference (tests compare against it).
+- gate_loop_scan_heinsen: the log-space scan of the reference package's `use_heinsen=True`
+  (Heinsen 2023): h = exp(A + logcumsumexp(log kv - A)), A = cumsum(log a). Loses precision as
+  |A| grows (relative error ~ eps * |A|, worse in the gradient w.r.t. a); docs/gateloop.md says where.
+
+The chunked matmul form of the whole operator (o_t = q_t^T Re S_t for head dim > 1) lives in
+physnets_jax/ops/gate_loop_chunked.py.
 """
 
 from __future__ import annotations
@@ -68,6 +74,35 @@ def check_gate_loop_args(a_shape, kv_shape, a_dtype, kv_dtype, axis: int, h0_sha
                 f"(kv shape {kv_shape})"
             )
     return axis
+
+
+def check_chunked_args(q_shape, k_shape, v_shape, a_shape, h0_shape, chunk) -> None:
+    """Validate the chunked GateLoop operator's arguments (shared by both backends).
+
+    Rules: chunk a positive integer; q, k of shape (B, T, H, dk); v (B, T, H, dv) with the same
+    B, T, H and T >= 1; a (B, T, H); h0 (if given) (B, H, dk, dv).
+    """
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk={chunk!r} must be a positive integer (the chunk length in positions)")
+    q_shape, k_shape, v_shape, a_shape = (tuple(s) for s in (q_shape, k_shape, v_shape, a_shape))
+    shapes = f"q {q_shape}, k {k_shape}, v {v_shape}, a {a_shape}"
+    if not (len(q_shape) == len(k_shape) == len(v_shape) == 4 and len(a_shape) == 3):
+        raise ValueError(f"q, k, v must be (B, T, H, d) and a (B, T, H), got {shapes}")
+    if q_shape != k_shape:
+        raise ValueError(f"q and k must have the same shape (B, T, H, dk), got {shapes}")
+    if v_shape[:3] != q_shape[:3] or a_shape != q_shape[:3]:
+        raise ValueError(f"q, k, v and a must share (B, T, H), got {shapes}")
+    if q_shape[1] == 0:
+        raise ValueError(f"the sequence axis 1 must have length >= 1, got {shapes}")
+    if h0_shape is not None:
+        want = (q_shape[0], q_shape[2], q_shape[3], v_shape[3])
+        if tuple(h0_shape) != want:
+            raise ValueError(f"h0 must have shape (B, H, dk, dv) = {want}, got {tuple(h0_shape)} ({shapes})")
+
+
+# The log-space scan's floor on |a| and |kv| (the reference's eps for float32/float64; it uses 1e-7
+# for float16, which this scan never computes in).
+HEINSEN_EPS = 1e-20
 
 
 def _prepare(a, kv, axis, h0):
@@ -160,3 +195,50 @@ def gate_loop_scan_chunked(
     h_CxN = h_CxN + prod_CxN * before_N[None]
     h_T = jnp.swapaxes(h_CxN, 0, 1).reshape((n_chunks * chunk,) + kv_T.shape[1:])[:T]
     return jnp.moveaxis(h_T, 0, axis)
+
+
+def _heinsen_log(x, cdtype, *, pass_gradient: bool):
+    """log x as a complex number (negative reals get angle pi), with |x| < HEINSEN_EPS replaced by
+    HEINSEN_EPS (keeping the sign of a real x), so that no log 0 = -inf reaches the backward.
+    pass_gradient: the replaced entries still get the gradient of x (straight through), else none."""
+    eps = HEINSEN_EPS
+    small = jnp.abs(x) < eps
+    if jnp.iscomplexobj(x):
+        fill = jnp.asarray(eps, x.dtype)
+    else:
+        fill = jnp.where(x < 0, -eps, eps).astype(x.dtype)
+    if pass_gradient:
+        safe = x + jax.lax.stop_gradient(jnp.where(small, fill - x, jnp.zeros_like(x)))
+    else:
+        safe = jnp.where(small, fill, x)
+    return jnp.log(safe.astype(cdtype))
+
+
+def _log_add_exp(x, y):
+    """log(exp x + exp y) for complex x, y, shifted by the larger real part (associative)."""
+    m = jax.lax.stop_gradient(jnp.maximum(x.real, y.real))
+    return m + jnp.log(jnp.exp(x - m) + jnp.exp(y - m))
+
+
+@partial(jax.jit, static_argnames="axis")
+def gate_loop_scan_heinsen(
+    a: jax.Array, kv: jax.Array, *, axis: int = 1, h0: jax.Array | None = None
+) -> jax.Array:
+    """Same states in log space (Heinsen 2023; the reference's `use_heinsen=True`):
+    h_t = exp(A_t + log sum_{s<=t} exp(log kv_s - A_s)), A_t = sum_{s<=t} log a_s.
+
+    Computed in complex128 for float64 inputs and complex64 otherwise (half precision goes up to
+    float32: the reference's float16 cumsum of log a overflows and NaNs). |a| and |kv| below
+    HEINSEN_EPS = 1e-20 are raised to it (a gate that small gets no gradient; kv keeps its gradient,
+    where the reference's log 0 gives a zero kv gradient and NaN a gradients). log h_t is a sum of
+    terms as large as |A_t|, so the relative error of h_t is ~ eps(dtype) * |A_t|, and the gradient
+    w.r.t. a is worse (docs/gateloop.md measures both).
+    """
+    a, kv, axis = _prepare(a, kv, axis, h0)
+    cdtype = jnp.complex128 if jnp.finfo(a.real.dtype).bits == 64 else jnp.complex64
+    log_a = _heinsen_log(a, cdtype, pass_gradient=False)
+    log_kv = _heinsen_log(kv, cdtype, pass_gradient=True)
+    a_star = jnp.cumsum(log_a, axis=axis)
+    log_h = a_star + jax.lax.associative_scan(_log_add_exp, log_kv - a_star, axis=axis)
+    h = jnp.exp(log_h)
+    return (h if jnp.iscomplexobj(kv) else h.real).astype(kv.dtype)
