@@ -214,10 +214,16 @@ def _heinsen_log(x, cdtype, *, pass_gradient: bool):
     return jnp.log(safe.astype(cdtype))
 
 
-def _log_add_exp(x, y):
-    """log(exp x + exp y) for complex x, y, shifted by the larger real part (associative)."""
-    m = jax.lax.stop_gradient(jnp.maximum(x.real, y.real))
-    return m + jnp.log(jnp.exp(x - m) + jnp.exp(y - m))
+def _exp_logcumsumexp(x, axis: int, scan):
+    """exp(logcumsumexp(x)) along axis for complex x, as exp(m_t) S_t: m_t = max_{s<=t} Re x_s and
+    S_t = exp(m_{t-1} - m_t) S_{t-1} + exp(x_t - m_t), a linear recurrence whose gate and input
+    are <= 1 in modulus (the online-softmax rescaling), run by `scan`; m cancels, so it carries no
+    gradient. Returns (m, S)."""
+    m = jax.lax.stop_gradient(jax.lax.cummax(x.real, axis=axis))
+    first = jax.lax.index_in_dim(m, 0, axis, keepdims=True)
+    m_prev = jnp.concatenate([first, jax.lax.slice_in_dim(m, 0, m.shape[axis] - 1, axis=axis)], axis=axis)
+    gate = jnp.exp(m_prev - m).astype(x.dtype)
+    return m, scan(gate, jnp.exp(x - m), axis=axis)
 
 
 @partial(jax.jit, static_argnames="axis")
@@ -225,7 +231,9 @@ def gate_loop_scan_heinsen(
     a: jax.Array, kv: jax.Array, *, axis: int = 1, h0: jax.Array | None = None
 ) -> jax.Array:
     """Same states in log space (Heinsen 2023; the reference's `use_heinsen=True`):
-    h_t = exp(A_t + log sum_{s<=t} exp(log kv_s - A_s)), A_t = sum_{s<=t} log a_s.
+    h_t = exp(A_t + log sum_{s<=t} exp(log kv_s - A_s)), A_t = sum_{s<=t} log a_s, with the
+    log-cumsum-exp as exp(m_t) S_t (_exp_logcumsumexp: running max and a rescaled linear scan,
+    the associative scan here; no log of the sum, so a state that cancels to 0 is no NaN).
 
     Computed in complex128 for float64 inputs and complex64 otherwise (half precision goes up to
     float32: the reference's float16 cumsum of log a overflows and NaNs). |a| and |kv| below
@@ -239,6 +247,7 @@ def gate_loop_scan_heinsen(
     log_a = _heinsen_log(a, cdtype, pass_gradient=False)
     log_kv = _heinsen_log(kv, cdtype, pass_gradient=True)
     a_star = jnp.cumsum(log_a, axis=axis)
-    log_h = a_star + jax.lax.associative_scan(_log_add_exp, log_kv - a_star, axis=axis)
-    h = jnp.exp(log_h)
+    x = log_kv - a_star
+    m, S = _exp_logcumsumexp(x, axis, gate_loop_scan)
+    h = jnp.exp(a_star + m) * S
     return (h if jnp.iscomplexobj(kv) else h.real).astype(kv.dtype)
