@@ -85,7 +85,8 @@ class ModelConfig:
     # GateLoop (mixer="gateloop" | "simple_gateloop" | "hybrid"); docs/gateloop.md
     gateloop_heads: int | None = None  # None: max heads (= dim_inner, head dim 1)
     gateloop_dim_inner: int | None = None  # None: n_embd
-    gateloop_frac_gradient: float = 0.9  # share of the gradient reaching the state-transition proj
+    gateloop_frac_gradient: float = 0.9  # z = x W_a + b keeps its value, gradients through z (to W_a, b
+    # and to x via the gate) are scaled by it
     gateloop_sub_ln: bool = False  # LayerNorm(dim_inner) on the recurrence output
     gateloop_ablate_complex: bool = False  # a = sign(Re z) sigmoid|Re z| (real)
     gateloop_ablate_state_transition: bool = False  # a = 1 (cumulative sum of k v^T)

@@ -107,7 +107,7 @@ def test_chunked_safe_with_tiny_and_zero_gates():
         want_o, want_S = _numpy_operator(q, k, v, a)
         f32 = (np.float32, np.float32, np.float32, np.complex64 if complex_ else np.float32)
         args = [x.astype(t) for x, t in zip((q, k, v, a), f32, strict=True)]
-        def jloss(*xs):
+        def jloss(*xs, w=w):
             o, S = jchunked(*xs, chunk=64)
             return jnp.sum(jnp.asarray(w, jnp.float32) * o), (o, S)
 

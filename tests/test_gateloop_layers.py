@@ -248,6 +248,27 @@ def test_transition_gradient_scaled_by_frac_value_unchanged(x64):
     torch.testing.assert_close(t9.to_a.weight.grad, 0.9 * t1.to_a.weight.grad, rtol=1e-10, atol=1e-14)
 
 
+def test_frac_gradient_also_scales_the_input_gradient_through_the_gate(x64):
+    """The 0.9 trick acts on z = x W_a + b, so the input gradient through the gate is scaled too:
+    grad_x(frac) = g_other + frac g_gate, hence (grad(0.5) - grad(1)) = 5 (grad(0.9) - grad(1)),
+    with g_gate != 0 (both backends)."""
+    x = _x()
+    jgrads, tgrads = {}, {}
+    ref_j, ref_t = _pair("GateLoopedAttention", _cfg())
+    for frac in (1.0, 0.9, 0.5):
+        jm, tm = _pair("GateLoopedAttention", _cfg(gateloop_frac_gradient=frac))
+        nnx.update(jm, nnx.state(ref_j))  # same weights for every frac
+        tm.load_state_dict(ref_t.state_dict())
+        jgrads[frac] = np.asarray(jax.grad(lambda x_, m=jm: jnp.sum(m(x_) ** 2))(jnp.asarray(x)))
+        xt = torch.from_numpy(x).requires_grad_()
+        tm(xt).square().sum().backward()
+        tgrads[frac] = xt.grad.numpy()
+    for g in (jgrads, tgrads):
+        gate_part = g[1.0] - g[0.9]
+        assert np.abs(gate_part).max() > 1e-3
+        np.testing.assert_allclose(g[1.0] - g[0.5], 5 * gate_part, rtol=1e-9, atol=1e-12)
+
+
 def test_checkpointing_same_values_and_gradients(x64):
     """gateloop_checkpoint recomputes the recurrence in the backward: identical results."""
     x = _x()
