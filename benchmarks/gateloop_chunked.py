@@ -29,14 +29,14 @@ import torch  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from benchmarks.timing import interleaved_median_seconds, machine_line, markdown_table  # noqa: E402
-from physnets_jax.config import ModelConfig  # noqa: E402
+from physnets_core.config import ModelConfig  # noqa: E402
 from physnets_jax.layers import gateloop as jgl  # noqa: E402
 from physnets_torch.layers import gateloop as tgl  # noqa: E402
 
 
 def _cfg(dim: int, head_dim: int, scan: str, chunk: int) -> ModelConfig:
-    return ModelConfig(n_embd=dim, n_head=1, gateloop_heads=dim // head_dim, gateloop_scan=scan,
-                       gateloop_chunk_size=chunk)
+    return ModelConfig.from_dict(dict(n_embd=dim, n_head=1, gateloop={"heads": dim // head_dim, "scan": scan,
+                                                                     "chunk_size": chunk}))
 
 
 def jax_step(cfg: ModelConfig, batch: int, T: int):

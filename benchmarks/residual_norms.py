@@ -23,11 +23,16 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from benchmarks.timing import machine_line, markdown_table  # noqa: E402
-from physnets_jax.config import preset  # noqa: E402
-from physnets_jax.data import CharTokenizer, TokenData, embedded_shakespeare, read_text_source  # noqa: E402
+from physnets_core.config import preset  # noqa: E402
 from physnets_jax.losses import cross_entropy  # noqa: E402
 from physnets_jax.model import Decoder  # noqa: E402
-from physnets_jax.train import TrainConfig, make_optimizer, train_step  # noqa: E402
+from physnets_jax.training.data import (  # noqa: E402
+    CharTokenizer,
+    TokenData,
+    embedded_shakespeare,
+    read_text_source,
+)
+from physnets_jax.training.train import TrainConfig, make_optimizer, train_step  # noqa: E402
 
 VARIANTS = {
     "add": dict(residual="add"),
@@ -70,7 +75,7 @@ def measure(model, data, cfg, batches=4):
 
 
 def train(model, data, cfg, steps: int):
-    tc = TrainConfig(steps=steps, batch_size=16, warmup_steps=max(steps // 10, 1))
+    tc = TrainConfig(steps=steps, batch_size=16, lr=1e-3, warmup_steps=max(steps // 10, 1))
     tx = make_optimizer(tc)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     opt_state = tx.init(params)

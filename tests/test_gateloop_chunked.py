@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from physnets_jax.config import ModelConfig
+from physnets_core.config import ModelConfig
 from physnets_jax.layers.gateloop import gate_loop_operator
 from physnets_jax.ops.gate_loop import gate_loop_scan_sequential
 from physnets_jax.ops.gate_loop_chunked import gate_loop_chunked_matmul as jchunked
@@ -170,12 +170,14 @@ def test_chunked_bad_inputs_raise(case, fragment):
 
 
 def test_config_chunk_size_and_scan_choice():
-    """gateloop_chunk_size must be a positive integer and gateloop_scan a known choice: the
-    ValueError names the field."""
-    for bad in (0, -4, 2.0, True):
-        with pytest.raises(ValueError, match=re.escape(f"gateloop_chunk_size={bad!r} must be a positive integer")):
-            ModelConfig(gateloop_chunk_size=bad)
-    with pytest.raises(ValueError, match="gateloop_scan='chunked-matmul' is not known; valid choices: .*chunked_matmul"):
-        ModelConfig(gateloop_scan="chunked-matmul")
-    cfg = ModelConfig(gateloop_scan="chunked_matmul", gateloop_chunk_size=16)
-    assert (cfg.gateloop_scan, cfg.gateloop_chunk_size) == ("chunked_matmul", 16)
+    """gateloop.chunk_size must be a positive integer and gateloop.scan a known choice: the
+    ValueError names the field (nested or flat spelling alike)."""
+    for bad, rule in ((0, "must be a positive integer"), (-4, "must be a positive integer"),
+                      (2.0, "must be an integer"), (True, "must be an integer")):
+        for spelling in ({"gateloop": {"chunk_size": bad}}, {"gateloop_chunk_size": bad}):
+            with pytest.raises(ValueError, match=re.escape(f"gateloop.chunk_size={bad!r} {rule}")):
+                ModelConfig.from_dict(spelling)
+    with pytest.raises(ValueError, match="gateloop.scan='chunked-matmul' is not known; valid choices: .*chunked_matmul"):
+        ModelConfig.from_dict({"gateloop": {"scan": "chunked-matmul"}})
+    cfg = ModelConfig.from_dict({"gateloop_scan": "chunked_matmul", "gateloop_chunk_size": 16})
+    assert (cfg.gateloop.scan, cfg.gateloop.chunk_size) == ("chunked_matmul", 16)

@@ -19,9 +19,9 @@ optionally without the RMSNorm (prenorm=False), LayerNorm(out) (post_ln) and rev
 (reverse; not with a cache).
 
 HybridMixer (mixer "hybrid"): softmax attention with a SimpleGateLoopLayer in front of it in the
-first cfg.gateloop_hybrid_layers blocks: g = gateloop(x); y = g + attention(x + g).
+first cfg.gateloop.hybrid_layers blocks: g = gateloop(x); y = g + attention(x + g).
 
-cfg.gateloop_scan picks how the recurrence runs (resolve_scan / resolve_operator): the scans of
+cfg.gateloop.scan picks how the recurrence runs (resolve_scan / resolve_operator): the scans of
 physnets_jax/ops/gate_loop.py, or "chunked_matmul", the whole operator as masked matmuls inside
 chunks (physnets_jax/ops/gate_loop_chunked.py; for head dim > 1).
 
@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from physnets_jax.config import ModelConfig
+from physnets_core.config import ModelConfig
 from physnets_jax.layers.attention import CausalSelfAttention
 from physnets_jax.layers.dense import dense
 from physnets_jax.layers.norm import RMSNorm
@@ -148,32 +148,32 @@ class GateLoopedAttention(nnx.Module):
 
     def __init__(self, cfg: ModelConfig, layer_idx: int = 0, *, rngs: nnx.Rngs):
         dim = cfg.n_embd
-        dim_inner = cfg.gateloop_dim_inner or dim
-        heads = cfg.gateloop_heads or dim_inner
+        dim_inner = cfg.gateloop.dim_inner or dim
+        heads = cfg.gateloop.heads or dim_inner
         self.dim_inner, self.heads = dim_inner, heads
-        self.frac_gradient = cfg.gateloop_frac_gradient
-        self.ablate_complex = cfg.gateloop_ablate_complex
-        self.ablate_state_transition = cfg.gateloop_ablate_state_transition
-        self.checkpoint = cfg.gateloop_checkpoint
-        self.scan_name, self.chunk_size = cfg.gateloop_scan, cfg.gateloop_chunk_size
+        self.frac_gradient = cfg.gateloop.frac_gradient
+        self.ablate_complex = cfg.gateloop.ablate_complex
+        self.ablate_state_transition = cfg.gateloop.ablate_state_transition
+        self.checkpoint = cfg.gateloop.checkpoint
+        self.scan_name, self.chunk_size = cfg.gateloop.scan, cfg.gateloop.chunk_size
         self.to_qkv = dense(dim, 3 * dim_inner, bias=False, std=cfg.init_std, rngs=rngs)
         self.to_a = dense(dim, 2 * heads, bias=True, std=cfg.init_std, rngs=rngs)
         self.sub_ln = (
             nnx.LayerNorm(dim_inner, epsilon=cfg.norm_eps, use_fast_variance=False, rngs=rngs)
-            if cfg.gateloop_sub_ln else None
+            if cfg.gateloop.sub_ln else None
         )
-        gating = cfg.gateloop_swish_gating
+        gating = cfg.gateloop.swish_gating
         self.to_gates = dense(dim, dim_inner, bias=False, std=cfg.init_std, rngs=rngs) if gating else None
         self.to_out = (
             dense(dim_inner, dim, bias=False, std=cfg.residual_init_std, rngs=rngs)
             if gating or dim_inner != dim else None
         )
 
-    def init_cache(self, batch: int, max_len: int, dtype) -> dict[str, jax.Array]:
+    def init_cache(self, batch: int, max_len: int, dtype, device=None) -> dict[str, jax.Array]:
         """Recurrent state {'h_re', 'h_im': (B, heads, dk, dv)}; its size does not depend on max_len."""
         d = self.dim_inner // self.heads
         shape = (batch, self.heads, d, d)
-        return {"h_re": jnp.zeros(shape, dtype), "h_im": jnp.zeros(shape, dtype)}
+        return {"h_re": jnp.zeros(shape, dtype, device=device), "h_im": jnp.zeros(shape, dtype, device=device)}
 
     def __call__(self, x_BxTxD: jax.Array, cache: dict[str, Any] | None = None):
         B, T, _ = x_BxTxD.shape
@@ -217,7 +217,7 @@ class SimpleGateLoopLayer(nnx.Module):
     """RMSNorm, then h_t = sigmoid(a_t) h_{t-1} + kv_t per channel, out = q * h: (B, T, D) -> (B, T, D).
 
     No residual inside (the caller adds it). `dim`, `prenorm`, `post_ln` and `reverse` default to
-    the config (n_embd, cfg.gateloop_prenorm, cfg.gateloop_post_ln, no reverse); prenorm=False
+    the config (n_embd, cfg.gateloop.prenorm, cfg.gateloop.post_ln, no reverse); prenorm=False
     drops the RMSNorm (and its parameter).
     """
 
@@ -225,19 +225,19 @@ class SimpleGateLoopLayer(nnx.Module):
                  prenorm: bool | None = None, post_ln: bool | None = None, reverse: bool = False,
                  rngs: nnx.Rngs):
         dim = cfg.n_embd if dim is None else dim
-        prenorm = cfg.gateloop_prenorm if prenorm is None else prenorm
-        post_ln = cfg.gateloop_post_ln if post_ln is None else post_ln
+        prenorm = cfg.gateloop.prenorm if prenorm is None else prenorm
+        post_ln = cfg.gateloop.post_ln if post_ln is None else post_ln
         self.dim, self.reverse = dim, reverse
-        self.scan_name, self.chunk_size = cfg.gateloop_scan, cfg.gateloop_chunk_size
+        self.scan_name, self.chunk_size = cfg.gateloop.scan, cfg.gateloop.chunk_size
         self.norm = RMSNorm(dim) if prenorm else None
         self.to_qkva = dense(dim, 3 * dim, bias=False, std=cfg.init_std, rngs=rngs)
         self.post_ln = (
             nnx.LayerNorm(dim, epsilon=cfg.norm_eps, use_fast_variance=False, rngs=rngs) if post_ln else None
         )
 
-    def init_cache(self, batch: int, max_len: int, dtype) -> dict[str, jax.Array]:
+    def init_cache(self, batch: int, max_len: int, dtype, device=None) -> dict[str, jax.Array]:
         """Recurrent state {'h': (B, D)}; its size does not depend on max_len."""
-        return {"h": jnp.zeros((batch, self.dim), dtype)}
+        return {"h": jnp.zeros((batch, self.dim), dtype, device=device)}
 
     def __call__(self, x_BxTxD: jax.Array, cache: dict[str, Any] | None = None):
         if cache is not None and self.reverse:
@@ -271,20 +271,20 @@ class SimpleGateLoopLayer(nnx.Module):
 
 
 class HybridMixer(nnx.Module):
-    """Softmax attention, preceded in the first cfg.gateloop_hybrid_layers blocks by a
+    """Softmax attention, preceded in the first cfg.gateloop.hybrid_layers blocks by a
     SimpleGateLoopLayer: g = gateloop(x); y = g + attention(x + g). (B, T, D) -> (B, T, D)."""
 
     def __init__(self, cfg: ModelConfig, layer_idx: int, *, rngs: nnx.Rngs):
         self.gateloop = (
-            SimpleGateLoopLayer(cfg, layer_idx, rngs=rngs) if layer_idx < cfg.gateloop_hybrid_layers else None
+            SimpleGateLoopLayer(cfg, layer_idx, rngs=rngs) if layer_idx < cfg.gateloop.hybrid_layers else None
         )
         self.attn = CausalSelfAttention(cfg, layer_idx, rngs=rngs)
 
-    def init_cache(self, batch: int, max_len: int, dtype) -> dict[str, Any]:
+    def init_cache(self, batch: int, max_len: int, dtype, device=None) -> dict[str, Any]:
         """{'attn': KV cache, 'gateloop': recurrent state (only in blocks that have one)}."""
-        cache = {"attn": self.attn.init_cache(batch, max_len, dtype)}
+        cache = {"attn": self.attn.init_cache(batch, max_len, dtype, device)}
         if self.gateloop is not None:
-            cache["gateloop"] = self.gateloop.init_cache(batch, max_len, dtype)
+            cache["gateloop"] = self.gateloop.init_cache(batch, max_len, dtype, device)
         return cache
 
     def __call__(self, x_BxTxD: jax.Array, cache: dict[str, Any] | None = None):

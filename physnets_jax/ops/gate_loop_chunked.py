@@ -30,7 +30,8 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from physnets_jax.ops.gate_loop import check_chunked_args, gate_loop_scan_sequential
+from physnets_core.checks import check_chunked_args
+from physnets_jax.ops.gate_loop import gate_loop_scan_sequential
 
 
 def _blocks(x, B, N, C, H):

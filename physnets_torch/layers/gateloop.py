@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from physnets_jax.config import ModelConfig
+from physnets_core.config import ModelConfig
 from physnets_torch.layers.attention import CausalSelfAttention
 from physnets_torch.layers.dense import dense
 from physnets_torch.layers.norm import RMSNorm
@@ -92,18 +92,18 @@ class GateLoopedAttention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int = 0):
         super().__init__()
         dim = cfg.n_embd
-        dim_inner = cfg.gateloop_dim_inner or dim
-        heads = cfg.gateloop_heads or dim_inner
+        dim_inner = cfg.gateloop.dim_inner or dim
+        heads = cfg.gateloop.heads or dim_inner
         self.dim_inner, self.heads = dim_inner, heads
-        self.frac_gradient = cfg.gateloop_frac_gradient
-        self.ablate_complex = cfg.gateloop_ablate_complex
-        self.ablate_state_transition = cfg.gateloop_ablate_state_transition
-        self.checkpoint = cfg.gateloop_checkpoint
-        self.scan_name, self.chunk_size = cfg.gateloop_scan, cfg.gateloop_chunk_size
+        self.frac_gradient = cfg.gateloop.frac_gradient
+        self.ablate_complex = cfg.gateloop.ablate_complex
+        self.ablate_state_transition = cfg.gateloop.ablate_state_transition
+        self.checkpoint = cfg.gateloop.checkpoint
+        self.scan_name, self.chunk_size = cfg.gateloop.scan, cfg.gateloop.chunk_size
         self.to_qkv = dense(dim, 3 * dim_inner, bias=False, std=cfg.init_std)
         self.to_a = dense(dim, 2 * heads, bias=True, std=cfg.init_std)
-        self.sub_ln = nn.LayerNorm(dim_inner, eps=cfg.norm_eps) if cfg.gateloop_sub_ln else None
-        gating = cfg.gateloop_swish_gating
+        self.sub_ln = nn.LayerNorm(dim_inner, eps=cfg.norm_eps) if cfg.gateloop.sub_ln else None
+        gating = cfg.gateloop.swish_gating
         self.to_gates = dense(dim, dim_inner, bias=False, std=cfg.init_std) if gating else None
         self.to_out = (
             dense(dim_inner, dim, bias=False, std=cfg.residual_init_std) if gating or dim_inner != dim else None
@@ -163,7 +163,7 @@ class SimpleGateLoopLayer(nn.Module):
     """RMSNorm, then h_t = sigmoid(a_t) h_{t-1} + kv_t per channel, out = q * h: (B, T, D) -> (B, T, D).
 
     No residual inside (the caller adds it). `dim`, `prenorm`, `post_ln` and `reverse` default to
-    the config (n_embd, cfg.gateloop_prenorm, cfg.gateloop_post_ln, no reverse); prenorm=False
+    the config (n_embd, cfg.gateloop.prenorm, cfg.gateloop.post_ln, no reverse); prenorm=False
     drops the RMSNorm (and its parameter).
     """
 
@@ -171,10 +171,10 @@ class SimpleGateLoopLayer(nn.Module):
                  prenorm: bool | None = None, post_ln: bool | None = None, reverse: bool = False):
         super().__init__()
         dim = cfg.n_embd if dim is None else dim
-        prenorm = cfg.gateloop_prenorm if prenorm is None else prenorm
-        post_ln = cfg.gateloop_post_ln if post_ln is None else post_ln
+        prenorm = cfg.gateloop.prenorm if prenorm is None else prenorm
+        post_ln = cfg.gateloop.post_ln if post_ln is None else post_ln
         self.dim, self.reverse = dim, reverse
-        self.scan_name, self.chunk_size = cfg.gateloop_scan, cfg.gateloop_chunk_size
+        self.scan_name, self.chunk_size = cfg.gateloop.scan, cfg.gateloop.chunk_size
         self.norm = RMSNorm(dim) if prenorm else None
         self.to_qkva = dense(dim, 3 * dim, bias=False, std=cfg.init_std)
         self.post_ln = nn.LayerNorm(dim, eps=cfg.norm_eps) if post_ln else None
@@ -215,12 +215,12 @@ class SimpleGateLoopLayer(nn.Module):
 
 
 class HybridMixer(nn.Module):
-    """Softmax attention, preceded in the first cfg.gateloop_hybrid_layers blocks by a
+    """Softmax attention, preceded in the first cfg.gateloop.hybrid_layers blocks by a
     SimpleGateLoopLayer: g = gateloop(x); y = g + attention(x + g). (B, T, D) -> (B, T, D)."""
 
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__()
-        self.gateloop = SimpleGateLoopLayer(cfg, layer_idx) if layer_idx < cfg.gateloop_hybrid_layers else None
+        self.gateloop = SimpleGateLoopLayer(cfg, layer_idx) if layer_idx < cfg.gateloop.hybrid_layers else None
         self.attn = CausalSelfAttention(cfg, layer_idx)
 
     def init_cache(self, batch: int, max_len: int, dtype, device=None) -> dict[str, Any]:

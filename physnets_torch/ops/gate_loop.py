@@ -32,7 +32,7 @@ d kv_t = dh_t, d a_t = dh_t conj(h_{t-1}) (h_{-1} = h0) and d h0 = conj(a_0) dh_
 Only a and h are saved for the backward.
 
 gate_loop_scan_heinsen is the log-space scan of the reference package's `use_heinsen=True`
-(twin of physnets_jax's, same clamps and working dtypes; autograd through torch.logcumsumexp).
+(twin of physnets_jax's: same clamps, working dtypes and log-cumsum-exp by a rescaled linear scan).
 The chunked matmul form of the whole operator is in physnets_torch/ops/gate_loop_chunked.py.
 """
 
@@ -42,7 +42,7 @@ import math
 
 import torch
 
-from physnets_jax.ops.gate_loop import HEINSEN_EPS, check_gate_loop_args
+from physnets_core.checks import HEINSEN_EPS, check_gate_loop_args
 
 METHODS = ("auto", "blocked", "doubling")
 _BASE = 32  # sequences up to this length are scanned position by position, in one chunk

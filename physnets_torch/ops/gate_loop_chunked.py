@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from physnets_jax.ops.gate_loop import check_chunked_args
+from physnets_core.checks import check_chunked_args
 from physnets_torch.ops.gate_loop import gate_loop_scan
 
 
