@@ -91,6 +91,16 @@ LAYERS = {
     "gateloop_associative": ("GateLoopedAttention", dict(gateloop_heads=2, gateloop_scan="associative")),
     "simple_associative": ("SimpleGateLoopLayer", dict(gateloop_scan="associative")),
     "simple_chunked": ("SimpleGateLoopLayer", dict(gateloop_scan="chunked")),
+    # options of gateloop-transformer 0.2.5 and the chunked matmul form (chunk 4 over 9 positions
+    # leaves a ragged last chunk); whole-model chunked_matmul parity is the cached decode test below
+    "gateloop_no_swish": ("GateLoopedAttention", dict(gateloop_swish_gating=False)),
+    "simple_no_prenorm": ("SimpleGateLoopLayer", dict(gateloop_prenorm=False)),
+    "simple_heinsen": ("SimpleGateLoopLayer", dict(gateloop_scan="heinsen")),
+    "gateloop_chunked_matmul": ("GateLoopedAttention", dict(gateloop_heads=4, gateloop_scan="chunked_matmul",
+                                                            gateloop_chunk_size=4)),
+    "gateloop_chunked_matmul_ablate_complex": ("GateLoopedAttention", dict(
+        gateloop_heads=4, gateloop_ablate_complex=True, gateloop_scan="chunked_matmul", gateloop_chunk_size=4)),
+    "simple_chunked_matmul": ("SimpleGateLoopLayer", dict(gateloop_scan="chunked_matmul", gateloop_chunk_size=4)),
 }
 
 
@@ -132,6 +142,8 @@ MODELS = {
     "hybrid-nano": lambda: preset("gateloop", "nano", mixer="hybrid", gateloop_hybrid_layers=1),
     "simple_gateloop-nano": lambda: preset("gateloop", "nano", mixer="simple_gateloop"),
     "gateloop-nano-associative": lambda: preset("gateloop", "nano", gateloop_scan="associative"),
+    "gateloop-nano-chunked_matmul": lambda: preset("gateloop", "nano", gateloop_heads=2, gateloop_scan="chunked_matmul",
+                                                   gateloop_chunk_size=4),
 }
 
 
@@ -154,7 +166,7 @@ def test_model_parity(dtype, name, shape):
         compare(jm, tm, _lm_loss_jax, _lm_loss_torch, [tokens], dtype, tol=TOL[dtype])
 
 
-@pytest.mark.parametrize("name", ["gateloop-nano", "hybrid-nano"])
+@pytest.mark.parametrize("name", ["gateloop-nano", "hybrid-nano", "gateloop-nano-chunked_matmul"])
 def test_cached_decode_parity(x64, name):
     """A prompt then three single-token steps: logits and caches equal across backends (float64)."""
     cfg = MODELS[name]()

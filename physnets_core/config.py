@@ -43,8 +43,11 @@ WAVE_ACTIVATIONS = ("sin", "gelu_sin")
 # "blend" (the headline run's c04e261 version: random init, LayerNorm(s wave + (1 - s) embed), s learned)
 WAVE_EMBEDDINGS = ("physics", "blend")
 ATTENTION_IMPLS = ("dense", "blockwise")  # attention / ripple mixers without a cache
-GATELOOP_SCANS = ("auto", "associative", "chunked", "sequential")  # JAX scan used by the GateLoop mixers;
-# auto: lax.scan ("sequential") on CPU, where it measured fastest, associative_scan on GPU/TPU
+GATELOOP_SCANS = ("auto", "associative", "chunked", "sequential", "heinsen", "chunked_matmul")
+# The GateLoop mixers' recurrence. auto: lax.scan ("sequential") on CPU, where it measured fastest,
+# associative_scan on GPU/TPU (torch: its own blocked scan for auto/associative/chunked/sequential);
+# heinsen: the reference's log-space scan (both backends); chunked_matmul: the operator as masked
+# matmuls inside chunks of gateloop.chunk_size positions and a scan over chunk states (both backends)
 
 
 def _require_positive_int(name: str, value: Any) -> None:
@@ -139,10 +142,15 @@ class GateLoopConfig:
     checkpoint: bool = False  # recompute the recurrence in the backward (memory)
     post_ln: bool = False  # simple_gateloop / hybrid: LayerNorm on the layer output
     hybrid_layers: int = 2  # hybrid: the first N blocks get a SimpleGateLoopLayer
-    scan: str = "auto"  # JAX scan: auto | associative | chunked | sequential (torch: own)
+    scan: str = "auto"  # see GATELOOP_SCANS
+    chunk_size: int = 64  # chunked_matmul (and JAX "chunked"): positions per chunk
+    swish_gating: bool = True  # gateloop: SiLU(x W_g) output gate; False: none, and no output
+    # projection when dim_inner == n_embd (the reference's add_swish_gating=False)
+    prenorm: bool = True  # simple_gateloop / hybrid: RMSNorm on the layer input
 
     def __post_init__(self) -> None:
         _check_field_types(self, "gateloop.")
+        _require_positive_int("gateloop.chunk_size", self.chunk_size)
         for name in ("heads", "dim_inner"):
             if getattr(self, name) is not None:
                 _require_positive_int(f"gateloop.{name}", getattr(self, name))
