@@ -26,7 +26,10 @@ WAVE_ATTENTIONS = ("interference", "physics", "pure")
 WAVE_KERNELS = ("elu1", "sigmoid", "exp", "linear", "identity")
 WAVE_MODES = ("quadratic", "linear")
 WAVE_ACTIVATIONS = ("sin", "gelu_sin")
-ATTENTION_IMPLS = ("dense", "blockwise")  # attention / ripple mixers without a cache
+# attention / ripple mixers without a cache; "pallas": a flash kernel (JAX Pallas on GPU/TPU,
+# torch FlexAttention); "auto": pallas on GPU/TPU (torch: CUDA), dense elsewhere
+ATTENTION_IMPLS = ("dense", "blockwise", "pallas", "auto")
+PALLAS_MIN_BLOCK = 16  # the pallas tile: a power of two >= this (Triton dots, TPU sublane tiles)
 GATELOOP_SCANS = ("auto", "associative", "chunked", "sequential")  # JAX scan used by the GateLoop mixers;
 # auto: lax.scan ("sequential") on CPU, where it measured fastest, associative_scan on GPU/TPU
 
@@ -60,7 +63,9 @@ class ModelConfig:
     ripple_decay_init: float = -0.8  # lambda_h at init; its absolute value is the slope
     # attention / ripple without a cache: "dense" materialises the (B, H, T, T) scores; "blockwise"
     # runs attention_block queries at a time, recomputed in the backward, so memory grows
-    # linearly in T (no attention-weight dropout there: use dropout=0 or eval mode)
+    # linearly in T (no attention-weight dropout there: use dropout=0 or eval mode); "pallas" is
+    # a flash kernel with tiles of min(attention_block, 128) (a power of two >= 16; no weight
+    # dropout either), for GPU/TPU; "auto" picks pallas there and dense on CPU
     attention_impl: str = "dense"
     attention_block: int = 256
 
@@ -104,6 +109,12 @@ class ModelConfig:
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ValueError(
                 f"attention_impl={self.attention_impl!r} is not known; valid choices: {', '.join(ATTENTION_IMPLS)}"
+            )
+        block = self.attention_block
+        if self.attention_impl in ("pallas", "auto") and (block < PALLAS_MIN_BLOCK or block & (block - 1)):
+            raise ValueError(
+                f"attention_block={block} breaks the pallas tile rule (attention_impl={self.attention_impl!r}): "
+                f"the query/key tile must be a power of two >= {PALLAS_MIN_BLOCK}"
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
