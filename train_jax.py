@@ -9,15 +9,15 @@ import sys
 
 
 def build_parser():
-    """The command-line options (physnets_jax.cli.build_train_parser)."""
-    from physnets_jax.cli import build_train_parser
+    """The command-line options (physnets_jax.training.cli.build_train_parser)."""
+    from physnets_jax.training.cli import build_train_parser
 
     return build_train_parser()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse options and train (physnets_jax.cli.train_main)."""
-    from physnets_jax.cli import train_main
+    """Parse options and train (physnets_jax.training.cli.train_main)."""
+    from physnets_jax.training.cli import train_main
 
     return train_main(argv)
 

@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from benchmarks.timing import machine_line, markdown_table, median_seconds  # noqa: E402
-from physnets_jax.config import preset  # noqa: E402
+from physnets_core.config import preset  # noqa: E402
 from physnets_jax.layers.ripple import RippleAttention as JaxRipple  # noqa: E402
 from physnets_torch.convert import load_jax_into_torch  # noqa: E402
 from physnets_torch.layers.ripple import RippleAttention as TorchRipple  # noqa: E402

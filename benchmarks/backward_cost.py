@@ -34,7 +34,7 @@ def main() -> None:
     import torch
     from flax import nnx
 
-    from physnets_jax.config import preset
+    from physnets_core.config import preset
     from physnets_jax.losses import cross_entropy as jax_ce
     from physnets_jax.model import Decoder as JaxDecoder
     from physnets_torch.losses import cross_entropy as torch_ce

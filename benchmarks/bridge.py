@@ -20,7 +20,7 @@ import torch  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from benchmarks.timing import interleaved_median_seconds, machine_line, markdown_table  # noqa: E402
-from physnets_jax.config import preset  # noqa: E402
+from physnets_core.config import preset  # noqa: E402
 from physnets_jax.losses import cross_entropy as jax_ce  # noqa: E402
 from physnets_jax.model import Decoder as JaxDecoder  # noqa: E402
 from physnets_torch.bridge import JaxModule, jax_to_torch  # noqa: E402

@@ -1,6 +1,6 @@
 """Fair, multi-seed comparisons of the presets (iso-parameter, iso-tokens, same data, tokenizer
 and schedule); the same as `physnets compare`. Suites: seeds, wave-ablation, residual,
-extrapolation (physnets_jax/compare.py says what each trains).
+extrapolation (physnets_jax/training/compare.py says what each trains).
 
     python benchmarks/compare.py --suite seeds --scale tiny --data ../shared/data/tinyshakespeare.txt
     python benchmarks/compare.py --suite extrapolation --scale tiny --data PATH
@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from physnets_jax.cli import main  # noqa: E402
+from physnets_jax.training.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(["compare", *sys.argv[1:]]))

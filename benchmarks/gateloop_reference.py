@@ -33,7 +33,7 @@ DIM, DEPTH, VOCAB = 256, 4, 256
 
 
 def _physnets_cfg(mixer: str, seq: int):
-    from physnets_jax.config import preset
+    from physnets_core.config import preset
 
     return preset("gateloop", "small", n_embd=DIM, n_layer=DEPTH, n_head=4, vocab_size=VOCAB,
                   block_size=seq, mixer=mixer)

@@ -30,7 +30,7 @@ import torch  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from benchmarks.timing import interleaved_median_seconds, machine_line, markdown_table  # noqa: E402
-from physnets_jax.config import ModelConfig  # noqa: E402
+from physnets_core.config import ModelConfig  # noqa: E402
 from physnets_jax.layers import gateloop as jgl  # noqa: E402
 from physnets_torch.layers import gateloop as tgl  # noqa: E402
 from physnets_torch.ops import gate_loop as tops  # noqa: E402
@@ -39,7 +39,7 @@ DIM, BATCH = 256, 8
 
 
 def _cfg(**kw) -> ModelConfig:
-    return ModelConfig(n_embd=DIM, n_head=1, **kw)
+    return ModelConfig.from_dict(dict(n_embd=DIM, n_head=1, **kw))
 
 
 def jax_step(scan: str, T: int):
@@ -123,7 +123,7 @@ def speed_table(lengths, repeats: int) -> str:
 _TORCH_MEM = """
 import os, sys, threading, time, torch
 sys.path.insert(0, {root!r})
-from physnets_jax.config import ModelConfig
+from physnets_core.config import ModelConfig
 from physnets_torch.layers.gateloop import GateLoopedAttention
 page = os.sysconf("SC_PAGE_SIZE")
 def rss():

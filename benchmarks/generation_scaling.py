@@ -48,7 +48,7 @@ def main() -> None:
     import torch
     from flax import nnx
 
-    from physnets_jax.config import preset
+    from physnets_core.config import preset
     from physnets_jax.generate import generate as jax_generate
     from physnets_jax.model import Decoder as JaxDecoder
     from physnets_torch.generate import generate as torch_generate

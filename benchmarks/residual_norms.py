@@ -23,11 +23,16 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from benchmarks.timing import machine_line, markdown_table  # noqa: E402
-from physnets_jax.config import preset  # noqa: E402
-from physnets_jax.data import CharTokenizer, TokenData, embedded_shakespeare, read_text_source  # noqa: E402
+from physnets_core.config import preset  # noqa: E402
 from physnets_jax.losses import cross_entropy  # noqa: E402
 from physnets_jax.model import Decoder  # noqa: E402
-from physnets_jax.train import TrainConfig, make_optimizer, train_step  # noqa: E402
+from physnets_jax.training.data import (  # noqa: E402
+    CharTokenizer,
+    TokenData,
+    embedded_shakespeare,
+    read_text_source,
+)
+from physnets_jax.training.train import TrainConfig, make_optimizer, train_step  # noqa: E402
 
 VARIANTS = {
     "add": dict(residual="add"),

@@ -34,7 +34,7 @@ VARIANTS = {
 
 def _cfg(preset_name: str, size: str, seq: int):
     """The benchmarked config: `name[+variant...]` at `size`, dropout 0, block_size = seq."""
-    from physnets_jax.config import preset
+    from physnets_core.config import preset
 
     name, *variants = preset_name.split("+")
     overrides = {"dropout": 0.0, "block_size": seq}
@@ -52,7 +52,7 @@ def is_linear_time(cfg) -> bool:
     """Whether the token mixer runs in O(T) time and memory (so it gets a 16384 column)."""
     if cfg.mixer in GATE_LOOP_MIXERS:
         return True
-    return cfg.mixer == "wave" and cfg.wave_attention == "pure" and cfg.wave_mode == "linear"
+    return cfg.mixer == "wave" and cfg.wave.attention == "pure" and cfg.wave.mode == "linear"
 
 
 def train_flops_per_token(cfg, n_params: int, seq: int) -> float:
@@ -63,7 +63,7 @@ def train_flops_per_token(cfg, n_params: int, seq: int) -> float:
     if cfg.mixer in GATE_LOOP_MIXERS:
         window = 0
     elif is_linear_time(cfg):
-        window = min(cfg.wave_chunk_size, seq)
+        window = min(cfg.wave.chunk_size, seq)
     else:
         window = seq
     return 6.0 * n_params + 12.0 * cfg.n_layer * window * cfg.n_embd
@@ -208,7 +208,7 @@ def main() -> None:
         return
 
     from benchmarks.timing import machine_line, markdown_table
-    from physnets_jax.config import preset_names, preset_sizes
+    from physnets_core.config import preset_names, preset_sizes
 
     presets = args.presets.split(",") if args.presets else [
         p for p in preset_names() if "enwik8" not in p

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 class JaxTrainStep:
-    """Calling it runs physnets_jax.train.train_step once on fixed tokens (B, T) as input and
+    """Calling it runs physnets_jax.training.train.train_step once on fixed tokens (B, T) as input and
     target; returns the loss without blocking. `model()` gives the Decoder with the trained
     parameters written back."""
 
@@ -15,7 +15,7 @@ class JaxTrainStep:
         from flax import nnx
 
         from physnets_jax.model import Decoder, count_params
-        from physnets_jax.train import TrainConfig, make_optimizer
+        from physnets_jax.training.train import TrainConfig, make_optimizer
 
         self._model = Decoder(cfg, rngs=nnx.Rngs(0))
         self.n_params = count_params(self._model)
@@ -25,7 +25,7 @@ class JaxTrainStep:
         self._x = jax.device_put(np.asarray(tokens_BxT).astype(np.int32))
 
     def __call__(self):
-        from physnets_jax.train import train_step
+        from physnets_jax.training.train import train_step
 
         self._params, self._rest, self._opt_state, loss = train_step(
             self._graphdef, self._tx, self._params, self._rest, self._opt_state, self._x, self._x

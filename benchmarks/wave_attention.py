@@ -32,7 +32,7 @@ LINEAR = "wave pure (linear, elu1)"
 
 
 def _cfg(name):
-    from physnets_jax.config import preset
+    from physnets_core.config import preset
 
     return preset("wave_gpt", "small", dropout=0.0, block_size=16384, **MIXERS[name])
 
@@ -110,7 +110,7 @@ def optimizer_rows(repeats: int) -> list[list[object]]:
     from flax import nnx
 
     from benchmarks.timing import interleaved_median_seconds
-    from physnets_jax.config import preset
+    from physnets_core.config import preset
     from physnets_jax.model import Decoder
     from physnets_jax.optim import rgd
     from physnets_torch.model import Decoder as TDecoder

@@ -12,8 +12,8 @@ import physnets_jax.layers.norm as jnorm
 import physnets_torch.layers as tl
 import physnets_torch.layers.norm as tnorm
 from parity_tests.harness import assert_close, compare, twin
+from physnets_core.config import preset
 from physnets_jax import losses as jlosses
-from physnets_jax.config import preset
 from physnets_jax.generate import generate as jgenerate
 from physnets_jax.model import Decoder as JDecoder
 from physnets_jax.state import flat_params

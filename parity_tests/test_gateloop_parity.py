@@ -15,8 +15,8 @@ import torch
 from flax import nnx
 
 from parity_tests.harness import assert_close, compare, twin
+from physnets_core.config import ModelConfig, preset
 from physnets_jax import losses as jlosses
-from physnets_jax.config import ModelConfig, preset
 from physnets_jax.layers import gateloop as jgl
 from physnets_jax.model import Decoder as JDecoder
 from physnets_jax.model import cast_params
@@ -76,7 +76,7 @@ def _sum_sq(m, x):
 def _cfg(**kw):
     base = dict(vocab_size=17, block_size=16, n_layer=2, n_head=2, n_embd=16, embedding="token",
                 tie_embeddings=False, norm="rmsnorm", init_std=0.2)
-    return ModelConfig(**{**base, **kw})
+    return ModelConfig.from_dict({**base, **kw})
 
 
 LAYERS = {

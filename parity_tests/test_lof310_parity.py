@@ -13,8 +13,8 @@ import torch
 from flax import nnx
 
 from parity_tests.harness import JNP, TOL, TORCH, assert_close, compare, twin
+from physnets_core.config import preset
 from physnets_jax import losses as jlosses
-from physnets_jax.config import preset
 from physnets_jax.layers.residual import OrthogonalParallelResidual as JOP
 from physnets_jax.model import Decoder as JDecoder
 from physnets_jax.ops.shiftmax import shiftmax as jshiftmax

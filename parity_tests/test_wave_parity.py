@@ -17,8 +17,8 @@ from flax import nnx
 import physnets_jax.layers as jl
 import physnets_torch.layers as tl
 from parity_tests.harness import JNP, TORCH, assert_close, compare, twin
+from physnets_core.config import ModelConfig, preset
 from physnets_jax import losses as jlosses
-from physnets_jax.config import ModelConfig, preset
 from physnets_jax.model import Decoder as JDecoder
 from physnets_jax.model import cast_params
 from physnets_jax.optim import rgd
@@ -28,10 +28,10 @@ from physnets_torch.convert import jax_to_torch, load_jax_into_torch
 from physnets_torch.model import Decoder as TDecoder
 from physnets_torch.optim import RGD
 
-BASE = ModelConfig(
+BASE = ModelConfig.from_dict(dict(
     vocab_size=40, block_size=16, n_layer=1, n_head=2, n_embd=16, n_waves=4, n_harmonics=3,
     embedding="wave", mixer="wave", mlp="wave", head="wave_collapse", tie_embeddings=False, wave_chunk_size=3,
-)
+))
 VARIANTS = {
     "interference": dict(wave_attention="interference"),
     "physics": dict(wave_attention="physics"),

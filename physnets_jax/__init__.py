@@ -1,12 +1,14 @@
 """physnets_jax: Flax NNX modules and optax transforms for physics-inspired transformer parts.
 
-`physnets_jax.config` is framework-free; everything else imports JAX lazily, so importing the
-config (as the torch backend does) does not start JAX.
+The model library lives at the top level (layers, ops, optim, model, losses, generate, export);
+the trainer and its tools live in `physnets_jax.training`. This package imports physnets_core and
+JAX, never torch. The model entry points below are imported lazily, so `import physnets_jax`
+does not start JAX.
 """
 
 from importlib import import_module
 
-from physnets_jax.config import ModelConfig, preset, preset_names
+from physnets_core import ModelConfig, preset, preset_names
 
 __all__ = ["ModelConfig", "preset", "preset_names", "Decoder", "build_model", "generate", "load_pretrained", "save_pretrained"]
 

@@ -1,26 +1,39 @@
-"""Cross-backend weights: a folder with model.safetensors + config.json (+ tokenizer.json).
-
-model.safetensors holds the parameters under their **torch names and layouts** (the rule set of
-physnets_torch.convert: kernels transposed to (out, in), 'kernel'/'embedding'/'scale' -> 'weight'),
-so a torch user can read it with plain `safetensors.torch.load_file` + `load_state_dict`;
-physnets_jax.load_pretrained converts back (exactly). config.json is ModelConfig.to_json().
-The safetensors metadata records the format, the names ('torch') and the training step.
-"""
+"""Cross-backend weights from JAX: save and load the export folder (model.safetensors with torch
+names and layouts + config.json, format in physnets_core.export_format; naming rules in
+physnets_core.naming). Needs no torch."""
 
 from __future__ import annotations
 
-import json
 import pathlib
 import shutil
 
 import numpy as np
 
-from physnets_jax.config import ModelConfig
+from physnets_core.config import ModelConfig
+from physnets_core.export_format import (
+    CONFIG_FILE,
+    FORMAT,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+    read_config,
+    weights_metadata,
+    write_config,
+)
+from physnets_core.naming import jax_layout_from_torch, torch_layout_from_jax
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-TOKENIZER_FILE = "tokenizer.json"
-FORMAT = "physnets-pretrained/1"
+__all__ = ["save_pretrained", "load_pretrained", "export_checkpoint", "save_flat", "read_config",
+           "param_names", "CONFIG_FILE", "WEIGHTS_FILE", "TOKENIZER_FILE", "FORMAT"]
+
+
+def param_names(cfg: ModelConfig) -> list[str]:
+    """Dotted JAX names of every parameter of the Decoder of `cfg` (no memory allocated)."""
+    from flax import nnx
+
+    from physnets_jax.model import Decoder
+    from physnets_jax.state import flat_params
+
+    abstract = nnx.eval_shape(lambda: Decoder(cfg, rngs=nnx.Rngs(0)))
+    return list(flat_params(abstract))
 
 
 def _prepare_out_dir(out_dir: pathlib.Path, overwrite: bool) -> None:
@@ -39,14 +52,10 @@ def save_flat(flat_jax: dict[str, np.ndarray], cfg: ModelConfig, out_dir, *, tok
     """Write flat JAX-named parameters as an export folder (torch names/layout); returns it."""
     from safetensors.numpy import save_file
 
-    from physnets_torch.convert import swap_layout, torch_name
-
     out_dir = pathlib.Path(out_dir)
     _prepare_out_dir(out_dir, overwrite)
-    tensors = {torch_name(k): np.ascontiguousarray(swap_layout(k, np.asarray(v))) for k, v in flat_jax.items()}
-    metadata = {"format": FORMAT, "names": "torch", "step": str(step if step is not None else -1)}
-    save_file(tensors, str(out_dir / WEIGHTS_FILE), metadata=metadata)
-    (out_dir / CONFIG_FILE).write_text(cfg.to_json() + "\n", encoding="utf-8")
+    save_file(torch_layout_from_jax(flat_jax), str(out_dir / WEIGHTS_FILE), metadata=weights_metadata(step))
+    write_config(cfg, out_dir)
     if tokenizer_file is not None and pathlib.Path(tokenizer_file).is_file():
         shutil.copyfile(tokenizer_file, out_dir / TOKENIZER_FILE)
     return out_dir
@@ -66,7 +75,7 @@ def save_pretrained(model, out_dir, *, tokenizer=None, overwrite: bool = False) 
 def export_checkpoint(source, out_dir, *, step: int | None = None, overwrite: bool = False) -> pathlib.Path:
     """Export a run folder (its latest checkpoint, or `step`) or one checkpoint folder
     (<run>/checkpoints/<step>) to out_dir; the run's tokenizer.json goes along."""
-    from physnets_jax.checkpoint import Checkpointer, CheckpointError
+    from physnets_jax.training.checkpoint import Checkpointer, CheckpointError
 
     source = pathlib.Path(source)
     if not source.exists():
@@ -89,14 +98,6 @@ def export_checkpoint(source, out_dir, *, step: int | None = None, overwrite: bo
                      overwrite=overwrite)
 
 
-def read_config(path) -> ModelConfig:
-    """ModelConfig of an export folder."""
-    path = pathlib.Path(path)
-    if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
-        raise FileNotFoundError(f"{path} is not an export folder: it needs {CONFIG_FILE} and {WEIGHTS_FILE}")
-    return ModelConfig.from_dict(json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")))
-
-
 def load_pretrained(path, *, dtype=None):
     """A physnets_jax Decoder with the weights of an export folder (model.safetensors + config.json)."""
     import jax.numpy as jnp
@@ -104,12 +105,10 @@ def load_pretrained(path, *, dtype=None):
 
     from physnets_jax.model import build_model, cast_params
     from physnets_jax.state import load_flat_params
-    from physnets_torch.convert import torch_to_jax
-
     path = pathlib.Path(path)
     cfg = read_config(path)
     model = build_model(cfg, seed=0)
-    flat = torch_to_jax(load_file(str(path / WEIGHTS_FILE)), cfg)
+    flat = jax_layout_from_torch(load_file(str(path / WEIGHTS_FILE)), param_names(cfg))
     load_flat_params(model, flat)
     if dtype is not None:
         cast_params(model, jnp.dtype(dtype))

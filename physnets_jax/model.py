@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from physnets_core.config import ModelConfig, preset
 from physnets_jax import layers
-from physnets_jax.config import ModelConfig, preset
 from physnets_jax.layers.norm import make_norm
 
 
@@ -53,7 +53,7 @@ class Decoder(nnx.Module):
         self.norm_f = make_norm(cfg, rngs=rngs) if cfg.prenorm else None
         self.head = None if cfg.tie_embeddings else layers.HEADS[cfg.head](cfg, rngs=rngs)
 
-    def init_cache(self, batch: int, max_len: int, dtype=jnp.float32) -> dict[str, Any]:
+    def init_cache(self, batch: int, max_len: int, dtype=jnp.float32, device=None) -> dict[str, Any]:
         """Empty decoding cache for `max_len` positions: {'pos': int32, 'layers': [per block]}."""
         if not self.cfg.extrapolates and max_len > self.cfg.block_size:
             raise ValueError(
@@ -61,8 +61,8 @@ class Decoder(nnx.Module):
                 f"embedding={self.cfg.embedding!r} has no positions beyond block_size"
             )
         return {
-            "pos": jnp.zeros((), jnp.int32),
-            "layers": [b.mixer.init_cache(batch, max_len, dtype) for b in self.blocks],
+            "pos": jnp.zeros((), jnp.int32, device=device),
+            "layers": [b.mixer.init_cache(batch, max_len, dtype, device) for b in self.blocks],
         }
 
     def __call__(self, tokens_BxT: jax.Array, cache: dict[str, Any] | None = None):

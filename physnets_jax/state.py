@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from physnets_core.naming import check_compatible
+
 
 def flatten_state(state: nnx.State) -> dict[str, np.ndarray]:
     """{'blocks.0.mixer.qkv.kernel': array, ...} from an nnx.State (params or their gradients)."""
@@ -26,28 +28,6 @@ def flat_params(model: nnx.Module) -> dict[str, np.ndarray]:
 def param_shapes(model: nnx.Module) -> dict[str, tuple[int, ...]]:
     """{dotted.name: shape} of every nnx.Param."""
     return {k: tuple(v.shape) for k, v in flat_params(model).items()}
-
-
-def check_compatible(
-    expected: Mapping[str, tuple[int, ...]], given: Mapping[str, tuple[int, ...]], what: str
-) -> None:
-    """Raise ValueError listing missing, unexpected and shape-mismatched keys of `given`."""
-    missing = sorted(set(expected) - set(given))
-    unexpected = sorted(set(given) - set(expected))
-    mismatched = [
-        f"{k}: expected {tuple(expected[k])}, got {tuple(given[k])}"
-        for k in sorted(set(expected) & set(given))
-        if tuple(expected[k]) != tuple(given[k])
-    ]
-    if missing or unexpected or mismatched:
-        lines = [f"{what} does not match the model:"]
-        if missing:
-            lines.append(f"  missing keys ({len(missing)}): {', '.join(missing)}")
-        if unexpected:
-            lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
-        if mismatched:
-            lines.append(f"  shape mismatches ({len(mismatched)}): {'; '.join(mismatched)}")
-        raise ValueError("\n".join(lines))
 
 
 def load_flat_params(model: nnx.Module, flat: Mapping[str, np.ndarray]) -> nnx.Module:

@@ -2,13 +2,13 @@
 
 from importlib import import_module
 
-from physnets_jax.config import ModelConfig, preset, preset_names
+from physnets_core import ModelConfig, preset, preset_names
 
 __all__ = ["ModelConfig", "preset", "preset_names", "Decoder", "build_model", "generate", "load_pretrained", "save_pretrained", "JaxModule", "jax_to_torch"]
 
 _LAZY = {
-    "load_pretrained": "physnets_torch.io",
-    "save_pretrained": "physnets_torch.io",
+    "load_pretrained": "physnets_torch.export",
+    "save_pretrained": "physnets_torch.export",
     "Decoder": "physnets_torch.model",
     "build_model": "physnets_torch.model",
     "generate": "physnets_torch.generate",

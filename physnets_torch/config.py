@@ -1,4 +1,8 @@
-"""The framework-free ModelConfig and presets, shared with physnets_jax (one source of truth)."""
+"""Alias of physnets_core.config (the framework-free ModelConfig and presets), kept so that
+earlier imports keep working: this module *is* physnets_core.config."""
 
-from physnets_jax.config import *  # noqa: F401,F403
-from physnets_jax.config import ModelConfig, preset, preset_names, preset_sizes, register_preset  # noqa: F401
+import sys
+
+import physnets_core.config as _core_config
+
+sys.modules[__name__] = _core_config

@@ -1,16 +1,10 @@
 """Exact conversion between physnets_jax parameters and physnets_torch state_dicts.
 
-This file owns every layout difference between the backends, as one rule set on the leaf name:
-
-| JAX leaf (Flax)          | torch leaf      | layout                                  |
-|--------------------------|-----------------|-----------------------------------------|
-| ``kernel`` (in, out)     | ``weight``      | transposed to (out, in)                 |
-| ``embedding`` (V, D)     | ``weight``      | unchanged                               |
-| ``scale`` (LayerNorm)    | ``weight``      | unchanged                               |
-| anything else            | same name       | unchanged                               |
-
-Module paths are identical (``blocks.0.mixer.query``), so a name maps by its last component.
-Values are copied bit for bit; JAX -> torch -> JAX round trips are exact.
+The naming and layout rules (kernel (in, out) -> weight (out, in); embedding/scale -> weight) are
+physnets_core.naming's; this file applies them to torch tensors. Functions that are handed a
+physnets_jax model (rather than a flat {dotted.jax.name: array} dict or a list of names) need
+physnets_jax installed and import it only when called. Values are copied bit for bit;
+JAX -> torch -> JAX round trips are exact.
 """
 
 from __future__ import annotations
@@ -21,24 +15,10 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-_RENAMED_LEAVES = {"kernel": "weight", "embedding": "weight", "scale": "weight"}
-_TRANSPOSED_LEAVES = {"kernel"}
+from physnets_core.naming import check_compatible, jax_layout_from_torch, swap_layout, torch_name
 
-
-def torch_name(jax_name: str) -> str:
-    """torch state_dict key of a dotted JAX parameter name."""
-    prefix, _, leaf = jax_name.rpartition(".")
-    leaf = _RENAMED_LEAVES.get(leaf, leaf)
-    return f"{prefix}.{leaf}" if prefix else leaf
-
-
-def swap_layout(jax_name: str, array: np.ndarray) -> np.ndarray:
-    """The array of JAX leaf `jax_name` in torch layout, or back (the transpose is an involution)."""
-    if jax_name.rpartition(".")[2] in _TRANSPOSED_LEAVES:
-        if array.ndim != 2:
-            raise ValueError(f"{jax_name}: expected a 2-D kernel, got shape {array.shape}")
-        return array.T
-    return array
+__all__ = ["torch_name", "swap_layout", "jax_to_torch", "torch_to_jax", "load_state",
+           "load_jax_into_torch", "load_torch_into_jax"]
 
 
 def _as_numpy(value) -> np.ndarray:
@@ -47,12 +27,16 @@ def _as_numpy(value) -> np.ndarray:
     return np.asarray(value)
 
 
-def jax_to_torch(jax_params) -> OrderedDict[str, torch.Tensor]:
-    """torch state_dict from a physnets_jax model or a flat {dotted.jax.name: array} dict."""
-    if not isinstance(jax_params, Mapping):
-        from physnets_jax.state import flat_params
+def _flat_jax_params(jax_model) -> dict[str, np.ndarray]:
+    from physnets_jax.state import flat_params  # handed a JAX model: physnets_jax is installed
 
-        jax_params = flat_params(jax_params)
+    return flat_params(jax_model)
+
+
+def jax_to_torch(jax_params) -> OrderedDict[str, torch.Tensor]:
+    """torch state_dict from a flat {dotted.jax.name: array} dict or a physnets_jax model."""
+    if not isinstance(jax_params, Mapping):
+        jax_params = _flat_jax_params(jax_params)
     out = OrderedDict()
     for name, value in jax_params.items():
         array = np.ascontiguousarray(swap_layout(name, np.asarray(value)))
@@ -64,48 +48,28 @@ def torch_to_jax(state_dict: Mapping[str, torch.Tensor], jax_names) -> dict[str,
     """Flat {dotted.jax.name: numpy array} from a torch state_dict.
 
     `jax_names` says which JAX leaves to produce (the inverse of `torch_name` is not unique):
-    a physnets_jax model, a ModelConfig, or an iterable of dotted JAX names.
+    an iterable of dotted JAX names, a physnets_jax model, or a ModelConfig (its JAX names are
+    derived with physnets_jax).
     """
-    names = _jax_names(jax_names)
-    by_torch = {torch_name(n): n for n in names}
-    unexpected = sorted(set(state_dict) - set(by_torch))
-    missing = sorted(set(by_torch) - set(state_dict))
-    if missing or unexpected:
-        raise ValueError(
-            "torch state_dict does not match the JAX model:"
-            + (f"\n  missing keys ({len(missing)}): {', '.join(missing)}" if missing else "")
-            + (f"\n  unexpected keys ({len(unexpected)}): {', '.join(unexpected)}" if unexpected else "")
-        )
-    out = {}
-    for tname, jname in by_torch.items():
-        array = _as_numpy(state_dict[tname])
-        out[jname] = np.ascontiguousarray(swap_layout(jname, array)).copy()
-    return out
+    arrays = {k: _as_numpy(v) for k, v in state_dict.items()}
+    return jax_layout_from_torch(arrays, _jax_names(jax_names))
 
 
 def _jax_names(spec) -> list[str]:
-    from physnets_jax.config import ModelConfig
+    from physnets_core.config import ModelConfig
 
     if isinstance(spec, ModelConfig):
-        from flax import nnx
+        from physnets_jax.export import param_names  # the JAX leaves of a config need physnets_jax
 
-        from physnets_jax.model import Decoder
-        from physnets_jax.state import flat_params
-
-        abstract = nnx.eval_shape(lambda: Decoder(spec, rngs=nnx.Rngs(0)))
-        return list(flat_params(abstract))
+        return param_names(spec)
     if hasattr(spec, "__iter__") and not isinstance(spec, str) and not hasattr(spec, "cfg"):
         return list(spec)
-    from physnets_jax.state import flat_params
-
-    return list(flat_params(spec))
+    return list(_flat_jax_params(spec))
 
 
 def load_state(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> torch.nn.Module:
     """Load a state_dict into a physnets_torch model; ValueError lists every missing, unexpected
     and shape-mismatched key (nothing is loaded then)."""
-    from physnets_jax.state import check_compatible
-
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     check_compatible(expected, {k: tuple(v.shape) for k, v in state_dict.items()}, "state_dict")
     model.load_state_dict(state_dict, strict=True)

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from physnets_jax.config import ModelConfig, preset
+from physnets_core.config import ModelConfig, preset
 from physnets_torch import layers
 from physnets_torch.layers.norm import make_norm
 

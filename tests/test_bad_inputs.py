@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from physnets_jax.config import preset
+from physnets_core.config import preset
 from physnets_jax.model import build_model as jbuild
 from physnets_torch.convert import jax_to_torch, load_state, torch_to_jax
 from physnets_torch.model import build_model as tbuild

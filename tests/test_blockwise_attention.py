@@ -9,7 +9,7 @@ import pytest
 import torch
 from flax import nnx
 
-from physnets_jax.config import preset
+from physnets_core.config import preset
 from physnets_jax.model import Decoder as JDecoder
 from physnets_jax.ops.attention import causal_attention as jax_dense
 from physnets_jax.ops.blockwise_attention import blockwise_causal_attention as jax_blockwise

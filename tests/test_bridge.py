@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from physnets_torch import bridge
-from physnets_torch.bridge import jax_to_tensor, jax_to_torch, tensor_to_jax
+from physnets_torch.bridge import interop, jax_to_tensor, jax_to_torch, tensor_to_jax
 
 
 @pytest.fixture
@@ -113,12 +113,12 @@ def test_fast_paths_match_the_public_dlpack_functions():
     t = torch.randn(3, 5)
     fast = tensor_to_jax(t)
     public = jnp.from_dlpack(t)
-    assert bridge._FAST_IMPORT is not None, "jaxlib fast import path unavailable: check jaxlib"
+    assert interop._FAST_IMPORT is not None, "jaxlib fast import path unavailable: check jaxlib"
     assert fast.unsafe_buffer_pointer() == public.unsafe_buffer_pointer() == t.data_ptr()
     assert fast.dtype == public.dtype and fast.sharding == public.sharding
     assert fast.committed == public.committed
     a = jnp.ones((2, 2))
-    assert bridge._FAST_EXPORT is not None
+    assert interop._FAST_EXPORT is not None
     assert jax_to_tensor(a).data_ptr() == torch.from_dlpack(a).data_ptr()
 
 

@@ -10,7 +10,7 @@ import torch
 
 import physnets_jax
 import physnets_torch
-from physnets_jax.cli import main, train_main
+from physnets_jax.training.cli import main, train_main
 
 TEXT = "".join(f"ROMEO:\nBut soft, what light {i} through yonder window breaks?\n\n" for i in range(200))
 TINY = ["--preset", "ripplegpt", "--size", "nano", "--block-size", "16", "--steps", "4", "--batch-size", "4",
@@ -55,8 +55,8 @@ def test_export_loads_in_both_backends_with_equal_logits(run, tmp_path, capsys):
     # same weights, two frameworks, float32: agree to float32 rounding of the whole model
     np.testing.assert_allclose(jax_logits, torch_logits, rtol=1e-5, atol=1e-5)
     # the export is the checkpoint's parameters exactly
-    from physnets_jax.checkpoint import Checkpointer
     from physnets_jax.state import flat_params
+    from physnets_jax.training.checkpoint import Checkpointer
 
     leaves, meta = Checkpointer(run / "checkpoints").restore_arrays()
     saved = dict(zip(meta["param_names"], leaves, strict=False))
@@ -124,7 +124,7 @@ def test_ablation_flag_sets_the_seeds_experiment(tmp_path):
     assert train_main(args) == 0
     saved = json.loads((tmp_path / "run" / "run.json").read_text())
     model, train = saved["model_config"], saved["train_config"]
-    assert (model["embedding"], model["mixer"], model["wave_attention"], model["wave_mode"]) == (
+    assert (model["embedding"], model["mixer"], model["wave"]["attention"], model["wave"]["mode"]) == (
         "wave", "wave", "pure", "linear")
     assert (train["optimizer"], train["loss"], train["rgd_strength"], train["rgd_warmup"]) == ("rgd", "qfe", 0.3, 500)
     assert train["lr"] == 5e-4 and train["warmup_steps"] == 500
@@ -152,7 +152,7 @@ def test_plot_diagnostics_for_ripple_and_wave_models(run, tmp_path, capsys):
 
 
 def test_diagnostic_fields_match_hand_values():
-    from physnets_jax.diagnostics import ripple_decay_fields, wave_packets
+    from physnets_jax.training.diagnostics import ripple_decay_fields, wave_packets
 
     field = ripple_decay_fields(np.array([[-0.8, 0.5]]), 3)
     e = np.exp

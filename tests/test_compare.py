@@ -5,8 +5,14 @@ import json
 
 import pytest
 
-from physnets_jax.cli import main
-from physnets_jax.compare import SCALES, entry_config, match_width, param_count, suite_entries
+from physnets_jax.training.cli import main
+from physnets_jax.training.compare import (
+    SCALES,
+    entry_config,
+    match_width,
+    param_count,
+    suite_entries,
+)
 
 
 @pytest.mark.parametrize("suite", ["seeds", "wave-ablation", "residual", "extrapolation"])

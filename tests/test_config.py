@@ -2,7 +2,7 @@
 
 import pytest
 
-from physnets_jax.config import ModelConfig, preset, preset_names, preset_sizes
+from physnets_core.config import ModelConfig, preset, preset_names, preset_sizes
 
 
 def test_defaults_validate():
@@ -16,7 +16,7 @@ def test_defaults_validate():
         (dict(n_embd=100, n_head=6), "n_embd=100 must be divisible by n_head=6"),
         (dict(n_layer=0), "n_layer=0 must be a positive integer"),
         (dict(vocab_size=-3), "vocab_size=-3 must be a positive integer"),
-        (dict(block_size=2.5), "block_size=2.5 must be a positive integer"),
+        (dict(block_size=2.5), "block_size=2.5 must be an integer"),
         (dict(n_head=True), "n_head=True must be a positive integer"),
         (dict(dropout=1.0), "dropout=1.0 must be in [0, 1)"),
         (dict(mixer="lstm"), "mixer='lstm' is not a known mixer; valid choices: attention, ripple"),
@@ -68,7 +68,7 @@ def test_ripplegpt_preset_is_the_reference_config():
     cfg = preset("ripplegpt")
     assert (cfg.vocab_size, cfg.block_size, cfg.n_layer, cfg.n_head, cfg.n_embd) == (65, 256, 6, 6, 384)
     assert (cfg.embedding, cfg.mixer, cfg.mlp, cfg.attn_out_proj, cfg.bias) == ("token", "ripple", "ripple", False, False)
-    assert cfg.dropout == 0.2 and cfg.ripple_decay_init == -0.8 and not cfg.tie_embeddings
+    assert cfg.dropout == 0.2 and cfg.ripple.decay_init == -0.8 and not cfg.tie_embeddings
     assert cfg.mlp_width == 512  # int(384 * 8/3) = 1024 (even), halved by the value/gate split
     assert cfg.extrapolates and not preset("gpt").extrapolates
 

@@ -5,7 +5,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from physnets_jax import data as D
+from physnets_jax.training import data as D
 
 TEXT = "".join(
     f"ROMEO:\nWhat light through yonder window {i} breaks? It is the east, and Juliet is the sun {i % 7}.\n\n"

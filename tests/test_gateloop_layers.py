@@ -11,7 +11,7 @@ import pytest
 import torch
 from flax import nnx
 
-from physnets_jax.config import ModelConfig, preset
+from physnets_core.config import ModelConfig, preset
 from physnets_jax.generate import generate as jgenerate
 from physnets_jax.layers import gateloop as jgl
 from physnets_jax.model import build_model, cast_params, count_params
@@ -27,7 +27,7 @@ D = 8
 def _cfg(**kw):
     base = dict(vocab_size=13, block_size=16, n_layer=2, n_head=2, n_embd=D, embedding="token",
                 tie_embeddings=False, norm="rmsnorm", init_std=0.3)
-    return ModelConfig(**{**base, **kw})
+    return ModelConfig.from_dict({**base, **kw})
 
 
 def _x(B=2, T=6, seed=0):
@@ -50,17 +50,17 @@ def _sigmoid(x):
 
 def reference_gateloop_attention(p, x, cfg, h0=None):
     """NumPy GateLoopedAttention: (B, T, D) -> (B, T, D), loop over t with a (H, dk, dv) state."""
-    dim_inner = cfg.gateloop_dim_inner or cfg.n_embd
-    H = cfg.gateloop_heads or dim_inner
+    dim_inner = cfg.gateloop.dim_inner or cfg.n_embd
+    H = cfg.gateloop.heads or dim_inner
     d = dim_inner // H
     B, T, _ = x.shape
     qkv = x @ p["to_qkv.kernel"]
     q, k, v = (qkv[..., i * dim_inner:(i + 1) * dim_inner].reshape(B, T, H, d) for i in range(3))
     z = (x @ p["to_a.kernel"] + p["to_a.bias"]).reshape(B, T, H, 2)
     zc = z[..., 0] + 1j * z[..., 1]
-    if cfg.gateloop_ablate_state_transition:
+    if cfg.gateloop.ablate_state_transition:
         a = np.ones(zc.shape, complex)
-    elif cfg.gateloop_ablate_complex:
+    elif cfg.gateloop.ablate_complex:
         re = z[..., 0] + 0j
         a = _sigmoid(np.abs(re)) * np.exp(1j * np.angle(re))
     else:
@@ -71,7 +71,7 @@ def reference_gateloop_attention(p, x, cfg, h0=None):
         S = a[:, t, :, None, None] * S + k[:, t, :, :, None] * v[:, t, :, None, :]
         out[:, t] = np.einsum("bhd,bhde->bhe", q[:, t], S.real)
     out = out.reshape(B, T, dim_inner)
-    if cfg.gateloop_sub_ln:
+    if cfg.gateloop.sub_ln:
         out = _layer_norm(out, p["sub_ln.scale"], p["sub_ln.bias"])
     return (_silu(x @ p["to_gates.kernel"]) * out) @ p["to_out.kernel"], S
 
@@ -272,7 +272,7 @@ def test_preset_parameter_counts():
         assert tmodel.count_params(tmodel.Decoder(preset("gateloop-enwik8"))) == 23_888_896
     cfg = preset("gateloop-enwik8")
     assert (cfg.n_embd, cfg.n_layer, cfg.vocab_size, cfg.prenorm, cfg.norm) == (512, 6, 256, False, "layernorm")
-    assert cfg.gateloop_heads is None and (cfg.gateloop_dim_inner or cfg.n_embd) == 512  # 512 heads
+    assert cfg.gateloop.heads is None and (cfg.gateloop.dim_inner or cfg.n_embd) == 512  # 512 heads
 
 
 def test_config_validation():

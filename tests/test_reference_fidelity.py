@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from physnets_jax.config import preset
+from physnets_core.config import preset
 from physnets_torch.model import Decoder
 from tests.reference_models import ReferenceNanoGPT, ReferenceRippleGPT
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from flax import nnx
 
-from physnets_jax.config import ModelConfig, preset
+from physnets_core.config import ModelConfig, preset
 from physnets_jax.layers.residual import OrthogonalParallelResidual as JOP
 from physnets_jax.model import build_model as jbuild
 from physnets_jax.model import count_params

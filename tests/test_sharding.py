@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from physnets_jax.sharding import array_spec, parse_mesh
+from physnets_jax.training.sharding import array_spec, parse_mesh
 
 SCRIPT = r"""
 import json, jax, numpy as np
-from physnets_jax.data import TokenData
+from physnets_jax.training.data import TokenData
 from physnets_jax.model import build_model
-from physnets_jax.sharding import make_mesh
-from physnets_jax.train import TrainConfig, train
+from physnets_jax.training.sharding import make_mesh
+from physnets_jax.training.train import TrainConfig, train
 
 assert len(jax.devices()) == 4, jax.devices()
 rng = np.random.default_rng(0)

@@ -11,10 +11,10 @@ import jax
 import numpy as np
 import pytest
 
-from physnets_jax.checkpoint import Checkpointer, CheckpointError
-from physnets_jax.data import TokenData
 from physnets_jax.model import build_model
-from physnets_jax.train import (
+from physnets_jax.training.checkpoint import Checkpointer, CheckpointError
+from physnets_jax.training.data import TokenData
+from physnets_jax.training.train import (
     TrainConfig,
     TrainingDiverged,
     format_length_table,

@@ -12,7 +12,7 @@ from flax import nnx
 
 import physnets_jax.layers as jl
 import physnets_torch.layers as tl
-from physnets_jax.config import ModelConfig, preset
+from physnets_core.config import ModelConfig, preset
 from physnets_jax.layers.wave import GOLDEN_ANGLE, PHI, wave_activation, wave_embedding_init
 from physnets_jax.model import Decoder, build_model, cast_params, count_params
 from physnets_torch.convert import jax_to_torch, load_jax_into_torch
@@ -20,10 +20,10 @@ from physnets_torch.layers.wave import wave_embedding_init as torch_wave_embeddi
 from physnets_torch.model import Decoder as TDecoder
 from tests import wave_reference as ref
 
-BASE = ModelConfig(
+BASE = ModelConfig.from_dict(dict(
     vocab_size=40, block_size=16, n_layer=1, n_head=2, n_embd=16, n_waves=4, n_harmonics=3,
     embedding="wave", mixer="wave", mlp="wave", head="wave_collapse", tie_embeddings=False, wave_chunk_size=3,
-)
+))
 VARIANTS = [("interference", "elu1", "quadratic"), ("physics", "elu1", "quadratic")] + [
     ("pure", k, m) for m in ("quadratic", "linear") for k in ("elu1", "sigmoid", "exp", "linear")
 ]
@@ -194,7 +194,7 @@ def test_preset_parameter_counts_are_pinned():
         ("classic", "small"): 15_081_216,
     }
     small = preset("wave_gpt")
-    assert (small.n_embd, small.n_layer, small.n_head, small.n_waves, small.n_harmonics,
+    assert (small.n_embd, small.n_layer, small.n_head, small.wave.n_waves, small.wave.n_harmonics,
             small.vocab_size, small.block_size) == (384, 8, 8, 48, 4, 1024, 256)
 
 
@@ -228,7 +228,7 @@ def test_bad_wave_config_names_field_value_and_choices(fields, message):
 
 
 def test_seed_ablations_resolve_to_valid_configs():
-    from physnets_jax.wave_ablations import ablation_names, make_ablation
+    from physnets_jax.training.wave_ablations import ablation_names, make_ablation
 
     assert set(ablation_names()) >= {"full_physics", "rgd_only", "qfe_only", "baseline", "pure_wave",
                                      "pure_wave_linear", "pure_wave_sigmoid", "pure_wave_exp"}
@@ -236,6 +236,6 @@ def test_seed_ablations_resolve_to_valid_configs():
         a = make_ablation(name)
         preset(a["preset"], "nano", **a["overrides"])
         assert a["optimizer"] in ("rgd", "adamw") and a["loss"] in ("qfe", "ce")
-    assert make_ablation("pure_wave_linear")["overrides"]["wave_mode"] == "linear"
+    assert make_ablation("pure_wave_linear")["overrides"]["wave.mode"] == "linear"
     with pytest.raises(ValueError, match="unknown ablation 'pure'; valid choices: classic, baseline"):
         make_ablation("pure")

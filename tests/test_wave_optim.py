@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from physnets_jax.optim import resonant, rgd
-from physnets_jax.optim.resonant import resonance_alpha
+from physnets_jax.optim.rgd import resonance_alpha
 from physnets_torch.optim import RGD
 from tests import wave_reference as ref
 

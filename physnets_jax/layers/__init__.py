@@ -1,7 +1,7 @@
 """Layer registries: each config slot string maps to the module class that implements it.
 
 A new component registers here (and in physnets_torch/layers/__init__.py, same keys) and adds
-its name to the matching tuple in physnets_jax/config.py.
+its name to the matching tuple in physnets_core/config.py.
 """
 
 from physnets_jax.layers.attention import CausalSelfAttention

@@ -7,17 +7,17 @@ import jax.numpy as jnp
 from einops import rearrange
 from flax import nnx
 
-from physnets_jax.config import ModelConfig
+from physnets_core.config import ModelConfig
 from physnets_jax.layers.dense import dense
 from physnets_jax.ops.attention import causal_attention
 from physnets_jax.ops.blockwise_attention import blockwise_causal_attention
 from physnets_jax.ops.pallas_attention import native_pallas_available, pallas_causal_attention
 
 
-def init_kv_cache(cfg: ModelConfig, batch: int, max_len: int, dtype) -> dict[str, jax.Array]:
+def init_kv_cache(cfg: ModelConfig, batch: int, max_len: int, dtype, device=None) -> dict[str, jax.Array]:
     """Empty KV cache {'k', 'v': (B, H, max_len, head_size), 'pos': int32 scalar}."""
     shape = (batch, cfg.n_head, max_len, cfg.head_size)
-    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype), "pos": jnp.zeros((), jnp.int32)}
+    return {"k": jnp.zeros(shape, dtype, device=device), "v": jnp.zeros(shape, dtype, device=device), "pos": jnp.zeros((), jnp.int32, device=device)}
 
 
 def _weight_dropout_active(weights_dropout) -> bool:
@@ -81,9 +81,9 @@ class CausalSelfAttention(nnx.Module):
         self.attn_drop = nnx.Dropout(cfg.dropout, rngs=rngs)
         self.resid_drop = nnx.Dropout(cfg.dropout, rngs=rngs)
 
-    def init_cache(self, batch: int, max_len: int, dtype) -> dict[str, jax.Array]:
+    def init_cache(self, batch: int, max_len: int, dtype, device=None) -> dict[str, jax.Array]:
         """Empty KV cache for `max_len` positions."""
-        return init_kv_cache(self.cfg, batch, max_len, dtype)
+        return init_kv_cache(self.cfg, batch, max_len, dtype, device)
 
     def __call__(self, x_BxTxD: jax.Array, cache=None):
         qkv = rearrange(self.qkv(x_BxTxD), "b t (three h d) -> three b h t d", three=3, h=self.cfg.n_head)

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from physnets_jax.config import ModelConfig
+from physnets_core.config import ModelConfig
 
 
 class Embed(nnx.Module):

@@ -17,7 +17,7 @@ SimpleGateLoopLayer (mixer "simple_gateloop"):
 optionally LayerNorm(out) (post_ln) and reversed in time (reverse; not with a cache).
 
 HybridMixer (mixer "hybrid"): softmax attention with a SimpleGateLoopLayer in front of it in the
-first cfg.gateloop_hybrid_layers blocks: g = gateloop(x); y = g + attention(x + g).
+first cfg.gateloop.hybrid_layers blocks: g = gateloop(x); y = g + attention(x + g).
 
 Every mixer takes a cache (decoding state) and returns (y, new_cache): running a sequence in
 pieces gives the same outputs as one pass over the whole sequence.
@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from physnets_jax.config import ModelConfig
+from physnets_core.config import ModelConfig
 from physnets_jax.layers.attention import CausalSelfAttention
 from physnets_jax.layers.dense import dense
 from physnets_jax.layers.norm import RMSNorm
@@ -125,28 +125,28 @@ class GateLoopedAttention(nnx.Module):
 
     def __init__(self, cfg: ModelConfig, layer_idx: int = 0, *, rngs: nnx.Rngs):
         dim = cfg.n_embd
-        dim_inner = cfg.gateloop_dim_inner or dim
-        heads = cfg.gateloop_heads or dim_inner
+        dim_inner = cfg.gateloop.dim_inner or dim
+        heads = cfg.gateloop.heads or dim_inner
         self.dim_inner, self.heads = dim_inner, heads
-        self.frac_gradient = cfg.gateloop_frac_gradient
-        self.ablate_complex = cfg.gateloop_ablate_complex
-        self.ablate_state_transition = cfg.gateloop_ablate_state_transition
-        self.checkpoint = cfg.gateloop_checkpoint
-        self.scan_name = cfg.gateloop_scan
+        self.frac_gradient = cfg.gateloop.frac_gradient
+        self.ablate_complex = cfg.gateloop.ablate_complex
+        self.ablate_state_transition = cfg.gateloop.ablate_state_transition
+        self.checkpoint = cfg.gateloop.checkpoint
+        self.scan_name = cfg.gateloop.scan
         self.to_qkv = dense(dim, 3 * dim_inner, bias=False, std=cfg.init_std, rngs=rngs)
         self.to_a = dense(dim, 2 * heads, bias=True, std=cfg.init_std, rngs=rngs)
         self.sub_ln = (
             nnx.LayerNorm(dim_inner, epsilon=cfg.norm_eps, use_fast_variance=False, rngs=rngs)
-            if cfg.gateloop_sub_ln else None
+            if cfg.gateloop.sub_ln else None
         )
         self.to_gates = dense(dim, dim_inner, bias=False, std=cfg.init_std, rngs=rngs)
         self.to_out = dense(dim_inner, dim, bias=False, std=cfg.residual_init_std, rngs=rngs)
 
-    def init_cache(self, batch: int, max_len: int, dtype) -> dict[str, jax.Array]:
+    def init_cache(self, batch: int, max_len: int, dtype, device=None) -> dict[str, jax.Array]:
         """Recurrent state {'h_re', 'h_im': (B, heads, dk, dv)}; its size does not depend on max_len."""
         d = self.dim_inner // self.heads
         shape = (batch, self.heads, d, d)
-        return {"h_re": jnp.zeros(shape, dtype), "h_im": jnp.zeros(shape, dtype)}
+        return {"h_re": jnp.zeros(shape, dtype, device=device), "h_im": jnp.zeros(shape, dtype, device=device)}
 
     def __call__(self, x_BxTxD: jax.Array, cache: dict[str, Any] | None = None):
         B, T, _ = x_BxTxD.shape
@@ -188,24 +188,24 @@ class SimpleGateLoopLayer(nnx.Module):
     """RMSNorm, then h_t = sigmoid(a_t) h_{t-1} + kv_t per channel, out = q * h: (B, T, D) -> (B, T, D).
 
     No residual inside (the caller adds it). `dim`, `post_ln` and `reverse` default to the config
-    (n_embd, cfg.gateloop_post_ln, no reverse).
+    (n_embd, cfg.gateloop.post_ln, no reverse).
     """
 
     def __init__(self, cfg: ModelConfig, layer_idx: int = 0, *, dim: int | None = None,
                  post_ln: bool | None = None, reverse: bool = False, rngs: nnx.Rngs):
         dim = cfg.n_embd if dim is None else dim
-        post_ln = cfg.gateloop_post_ln if post_ln is None else post_ln
+        post_ln = cfg.gateloop.post_ln if post_ln is None else post_ln
         self.dim, self.reverse = dim, reverse
-        self.scan_name = cfg.gateloop_scan
+        self.scan_name = cfg.gateloop.scan
         self.norm = RMSNorm(dim)
         self.to_qkva = dense(dim, 3 * dim, bias=False, std=cfg.init_std, rngs=rngs)
         self.post_ln = (
             nnx.LayerNorm(dim, epsilon=cfg.norm_eps, use_fast_variance=False, rngs=rngs) if post_ln else None
         )
 
-    def init_cache(self, batch: int, max_len: int, dtype) -> dict[str, jax.Array]:
+    def init_cache(self, batch: int, max_len: int, dtype, device=None) -> dict[str, jax.Array]:
         """Recurrent state {'h': (B, D)}; its size does not depend on max_len."""
-        return {"h": jnp.zeros((batch, self.dim), dtype)}
+        return {"h": jnp.zeros((batch, self.dim), dtype, device=device)}
 
     def __call__(self, x_BxTxD: jax.Array, cache: dict[str, Any] | None = None):
         if cache is not None and self.reverse:
@@ -230,20 +230,20 @@ class SimpleGateLoopLayer(nnx.Module):
 
 
 class HybridMixer(nnx.Module):
-    """Softmax attention, preceded in the first cfg.gateloop_hybrid_layers blocks by a
+    """Softmax attention, preceded in the first cfg.gateloop.hybrid_layers blocks by a
     SimpleGateLoopLayer: g = gateloop(x); y = g + attention(x + g). (B, T, D) -> (B, T, D)."""
 
     def __init__(self, cfg: ModelConfig, layer_idx: int, *, rngs: nnx.Rngs):
         self.gateloop = (
-            SimpleGateLoopLayer(cfg, layer_idx, rngs=rngs) if layer_idx < cfg.gateloop_hybrid_layers else None
+            SimpleGateLoopLayer(cfg, layer_idx, rngs=rngs) if layer_idx < cfg.gateloop.hybrid_layers else None
         )
         self.attn = CausalSelfAttention(cfg, layer_idx, rngs=rngs)
 
-    def init_cache(self, batch: int, max_len: int, dtype) -> dict[str, Any]:
+    def init_cache(self, batch: int, max_len: int, dtype, device=None) -> dict[str, Any]:
         """{'attn': KV cache, 'gateloop': recurrent state (only in blocks that have one)}."""
-        cache = {"attn": self.attn.init_cache(batch, max_len, dtype)}
+        cache = {"attn": self.attn.init_cache(batch, max_len, dtype, device)}
         if self.gateloop is not None:
-            cache["gateloop"] = self.gateloop.init_cache(batch, max_len, dtype)
+            cache["gateloop"] = self.gateloop.init_cache(batch, max_len, dtype, device)
         return cache
 
     def __call__(self, x_BxTxD: jax.Array, cache: dict[str, Any] | None = None):

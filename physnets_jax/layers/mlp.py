@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from physnets_jax.config import ModelConfig
+from physnets_core.config import ModelConfig
 from physnets_jax.layers.dense import dense
 
 ACTIVATIONS = {

@@ -5,12 +5,9 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from physnets_jax.config import ModelConfig
+from physnets_core.checks import ALPHA_INIT, BETA_INIT
+from physnets_core.config import ModelConfig
 from physnets_jax.ops.residual import orthogonal_parallel_update
-
-# lof310 notebook init of the per-feature mixing vectors: alpha ~ N(0.25, 0.5), beta ~ N(0.15, 0.25)
-ALPHA_INIT = (0.25, 0.5)
-BETA_INIT = (0.15, 0.25)
 
 
 class AddResidual(nnx.Module):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from einops import rearrange
 from flax import nnx
 
-from physnets_jax.config import ModelConfig
+from physnets_core.config import ModelConfig
 from physnets_jax.layers.attention import attend_with_cache, init_kv_cache
 from physnets_jax.layers.dense import dense
 
@@ -25,7 +25,7 @@ class RippleAttention(nnx.Module):
         self.query = dense(n, n, bias=cfg.bias, std=cfg.init_std, rngs=rngs)
         self.key = dense(n, n, bias=cfg.bias, std=cfg.init_std, rngs=rngs)
         self.value = dense(n, n, bias=cfg.bias, std=cfg.init_std, rngs=rngs)
-        self.decay = nnx.Param(jnp.full((cfg.n_head,), cfg.ripple_decay_init))
+        self.decay = nnx.Param(jnp.full((cfg.n_head,), cfg.ripple.decay_init))
         self.attn_drop = nnx.Dropout(cfg.dropout, rngs=rngs)
         if cfg.attn_out_proj:
             self.out = dense(n, n, bias=cfg.bias, std=cfg.residual_init_std, rngs=rngs)
@@ -33,9 +33,9 @@ class RippleAttention(nnx.Module):
         else:
             self.out = None
 
-    def init_cache(self, batch: int, max_len: int, dtype) -> dict[str, jax.Array]:
+    def init_cache(self, batch: int, max_len: int, dtype, device=None) -> dict[str, jax.Array]:
         """Empty KV cache for `max_len` positions (may exceed block_size)."""
-        return init_kv_cache(self.cfg, batch, max_len, dtype)
+        return init_kv_cache(self.cfg, batch, max_len, dtype, device)
 
     def _project_qkv(self, x_BxTxD: jax.Array) -> jax.Array:
         """[query(x), key(x), value(x)] as one matmul (B, T, 3 n_embd).

@@ -14,7 +14,7 @@ import numpy as np
 from einops import rearrange
 from flax import nnx
 
-from physnets_jax.config import ModelConfig
+from physnets_core.config import ModelConfig
 from physnets_jax.layers.dense import dense
 from physnets_jax.layers.embedding import Embed
 from physnets_jax.layers.norm import make_norm
@@ -67,7 +67,7 @@ class WavePacketEmbedding(nnx.Module):
     """
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-        V, W, Hh, D = cfg.vocab_size, cfg.n_waves, cfg.n_harmonics, cfg.n_embd
+        V, W, Hh, D = cfg.vocab_size, cfg.wave.n_waves, cfg.wave.n_harmonics, cfg.n_embd
         self.n_waves, self.n_harmonics = W, Hh
         init = wave_embedding_init(V, W, Hh)
         self.base_freqs = nnx.Param(jnp.asarray(init["base_freqs"], jnp.float32))
@@ -82,7 +82,7 @@ class WavePacketEmbedding(nnx.Module):
         self.pos_freq = nnx.Param(0.1 * jax.random.normal(rngs.params(), (1, 1, W)))
         self.simple_embed = Embed(V, D, cfg.init_std, rngs)
         self.output_scale = nnx.Param(jnp.ones((D,)))
-        self.standard_embed_ratio = EmbedBlend(jnp.asarray(cfg.wave_embed_ratio, jnp.float32))
+        self.standard_embed_ratio = EmbedBlend(jnp.asarray(cfg.wave.embed_ratio, jnp.float32))
 
     def __call__(self, tokens_BxT: jax.Array, start_pos: jax.Array | int = 0) -> jax.Array:
         B, T = tokens_BxT.shape
@@ -137,7 +137,7 @@ def exp_cap(dtype) -> float:
 
 
 class WaveAttention(nnx.Module):
-    """mixer='wave': (B, T, n_embd) -> (B, T, n_embd), causal; cfg.wave_attention picks the variant.
+    """mixer='wave': (B, T, n_embd) -> (B, T, n_embd), causal; cfg.wave.attention picks the variant.
 
     interference (seed WaveInterferenceAttention): q = q_proj(x) + q_phase, k likewise (W per head),
       a_ts = softmax_s( q_t/|q_t| . k_s/|k_s| / temperature ), temperature init sqrt(W).
@@ -147,7 +147,7 @@ class WaveAttention(nnx.Module):
     pure (seed PureWaveAttention, no softmax): q = sin(q_freq(x) t + q_phase(x)), k likewise,
       q, k <- W^0.25 q/|q|, W^0.25 k/|k|;
       quadratic: out_t = sum_{s<=t} phi(g_h q_t.k_s) v_s / sqrt(t+1), g_h = interference_scale,
-        phi = cfg.wave_kernel applied to the score (exp capped at exp_cap(dtype));
+        phi = cfg.wave.kernel applied to the score (exp capped at exp_cap(dtype));
       linear: out_t = phi(q_t).sum_s phi(k_s) v_s^T / (phi(q_t).sum_s phi(k_s) + 1e-6), chunked;
         the linear (identity) kernel computes the quadratic identity result exactly, in O(T).
     Then o_proj. t is the absolute position (cache-aware).
@@ -155,10 +155,10 @@ class WaveAttention(nnx.Module):
 
     def __init__(self, cfg: ModelConfig, layer_idx: int, *, rngs: nnx.Rngs):
         self.cfg = cfg
-        D, H, W = cfg.n_embd, cfg.n_head, cfg.n_waves
-        self.variant = cfg.wave_attention
-        self.kernel_name = "linear" if cfg.wave_kernel == "identity" else cfg.wave_kernel
-        self.mode = cfg.wave_mode
+        D, H, W = cfg.n_embd, cfg.n_head, cfg.wave.n_waves
+        self.variant = cfg.wave.attention
+        self.kernel_name = "linear" if cfg.wave.kernel == "identity" else cfg.wave.kernel
+        self.mode = cfg.wave.mode
 
         def lin(n_out):
             return dense(D, n_out, bias=cfg.bias, std=cfg.init_std, rngs=rngs)
@@ -181,17 +181,17 @@ class WaveAttention(nnx.Module):
         self.attn_drop = nnx.Dropout(cfg.dropout, rngs=rngs)
 
     # -- cache ---------------------------------------------------------------------------------
-    def init_cache(self, batch: int, max_len: int, dtype) -> dict[str, jax.Array]:
+    def init_cache(self, batch: int, max_len: int, dtype, device=None) -> dict[str, jax.Array]:
         """Empty decoding cache; keys depend on the variant (same keys/shapes as the torch twin)."""
-        H, W, hd = self.cfg.n_head, self.cfg.n_waves, self.cfg.head_size
-        pos = jnp.zeros((), jnp.int32)
+        H, W, hd = self.cfg.n_head, self.cfg.wave.n_waves, self.cfg.head_size
+        pos = jnp.zeros((), jnp.int32, device=device)
         if self.variant == "pure" and self.mode == "linear":
-            return {"S": jnp.zeros((batch, H, W, hd), dtype), "z": jnp.zeros((batch, H, W), dtype), "pos": pos}
-        v = jnp.zeros((batch, H, max_len, hd), dtype)
+            return {"S": jnp.zeros((batch, H, W, hd), dtype, device=device), "z": jnp.zeros((batch, H, W), dtype, device=device), "pos": pos}
+        v = jnp.zeros((batch, H, max_len, hd), dtype, device=device)
         if self.variant == "physics":
-            z = jnp.zeros((batch, H, max_len), dtype)
+            z = jnp.zeros((batch, H, max_len), dtype, device=device)
             return {"amp_sq": z, "phasor_re": z, "phasor_im": z, "v": v, "pos": pos}
-        return {"k": jnp.zeros((batch, H, max_len, W), dtype), "v": v, "pos": pos}
+        return {"k": jnp.zeros((batch, H, max_len, W), dtype, device=device), "v": v, "pos": pos}
 
     def _heads(self, y_BxTxHW: jax.Array) -> jax.Array:
         return rearrange(y_BxTxHW, "b t (h w) -> b h t w", h=self.cfg.n_head)
@@ -223,7 +223,7 @@ class WaveAttention(nnx.Module):
                 new["phasor_im"][..., :, None] * k_all["phasor_im"][..., None, :]
             )
             intensity = new["amp_sq"][..., :, None] + k_all["amp_sq"][..., None, :] + 2 * cross
-            scores = intensity * self.temperature[...] / (self.cfg.n_waves**0.5)
+            scores = intensity * self.temperature[...] / (self.cfg.wave.n_waves**0.5)
             out = _softmax_attend(scores, _visible(q_pos, scores.shape[-1], kv_len), v_all, self.attn_drop)
         else:
             out, new_cache = self._pure(x_BxTxD, v, t_pos, q_pos, pos0, cache)
@@ -241,7 +241,7 @@ class WaveAttention(nnx.Module):
         return full, full["v"], pos0 + T, {**full, "pos": pos0 + T}
 
     def _pure(self, x_BxTxD, v, t_pos, q_pos, pos0, cache):
-        W = self.cfg.n_waves
+        W = self.cfg.wave.n_waves
         scale = W**0.25
         q = jnp.sin(self._heads(self.q_freq(x_BxTxD)) * t_pos + self._heads(self.q_phase(x_BxTxD)))
         k = jnp.sin(self._heads(self.k_freq(x_BxTxD)) * t_pos + self._heads(self.k_phase(x_BxTxD)))
@@ -253,13 +253,13 @@ class WaveAttention(nnx.Module):
             if self.kernel_name == "linear":
                 # identity kernel: exactly the quadratic identity result g_h (q_t . k_s) / sqrt(t+1)
                 out, (S, z) = causal_linear_attention(
-                    q, k, v, normalize=False, chunk_size=self.cfg.wave_chunk_size, state=state, return_state=True
+                    q, k, v, normalize=False, chunk_size=self.cfg.wave.chunk_size, state=state, return_state=True
                 )
                 out = out * self.interference_scale[...] / jnp.sqrt(count)
             else:
                 qf, kf = feature_map(q, self.kernel_name), feature_map(k, self.kernel_name)
                 out, (S, z) = causal_linear_attention(
-                    qf, kf, v, normalize=True, eps=1e-6, chunk_size=self.cfg.wave_chunk_size, state=state,
+                    qf, kf, v, normalize=True, eps=1e-6, chunk_size=self.cfg.wave.chunk_size, state=state,
                     return_state=True,
                 )
             new_cache = None if cache is None else {"S": S, "z": z, "pos": pos0 + q.shape[2]}
@@ -287,7 +287,7 @@ class WaveMLP(nnx.Module):
     """mlp='wave': dropout(fc2(dropout(act(fc1(x))))), act = wave_activation: (B, T, D) -> (B, T, D)."""
 
     def __init__(self, cfg: ModelConfig, layer_idx: int, *, rngs: nnx.Rngs):
-        self.kind = cfg.wave_activation
+        self.kind = cfg.wave.activation
         self.fc1 = dense(cfg.n_embd, cfg.mlp_width, bias=cfg.mlp_bias, std=cfg.init_std, rngs=rngs)
         self.fc2 = dense(cfg.mlp_width, cfg.n_embd, bias=cfg.mlp_bias, std=cfg.residual_init_std, rngs=rngs)
         self.drop = nnx.Dropout(cfg.dropout, rngs=rngs)

@@ -27,47 +27,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-
-def check_gate_loop_args(a_shape, kv_shape, a_dtype, kv_dtype, axis: int, h0_shape=None) -> int:
-    """Validate scan arguments (shared by both backends); returns the axis made non-negative.
-
-    Rules: equal dtypes; equal rank; the scan axis of equal, non-zero length; every other axis of
-    `a` equal to kv's or 1; h0 (if given) of kv's shape without the scan axis.
-    """
-    a_shape, kv_shape = tuple(a_shape), tuple(kv_shape)
-    if str(a_dtype) != str(kv_dtype):
-        raise ValueError(
-            f"a and kv must have the same dtype, got a {a_dtype} (shape {a_shape}) and "
-            f"kv {kv_dtype} (shape {kv_shape})"
-        )
-    if len(a_shape) != len(kv_shape) or len(kv_shape) == 0:
-        raise ValueError(
-            f"a and kv must have the same (non-zero) rank, got a shape {a_shape} and kv shape {kv_shape}"
-        )
-    ndim = len(kv_shape)
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"axis={axis} is out of range for kv shape {kv_shape}")
-    axis = axis % ndim
-    if kv_shape[axis] == 0 or a_shape[axis] == 0:
-        raise ValueError(
-            f"the scan axis {axis} must have length >= 1, got a shape {a_shape} and kv shape {kv_shape}"
-        )
-    for d, (na, nk) in enumerate(zip(a_shape, kv_shape, strict=True)):
-        ok = na == nk if d == axis else na in (1, nk)
-        if not ok:
-            rule = "equal length" if d == axis else "equal size or size 1 in a"
-            raise ValueError(
-                f"a shape {a_shape} does not match kv shape {kv_shape} on axis {d} "
-                f"(scan axis {axis}; rule: {rule})"
-            )
-    if h0_shape is not None:
-        want = kv_shape[:axis] + kv_shape[axis + 1 :]
-        if tuple(h0_shape) != want:
-            raise ValueError(
-                f"h0 must have kv's shape without the scan axis {axis}, i.e. {want}, got {tuple(h0_shape)} "
-                f"(kv shape {kv_shape})"
-            )
-    return axis
+from physnets_core.checks import check_gate_loop_args
 
 
 def _prepare(a, kv, axis, h0):

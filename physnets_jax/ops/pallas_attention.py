@@ -34,7 +34,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-from physnets_jax.config import PALLAS_MIN_BLOCK as MIN_BLOCK
+from physnets_core.checks import PALLAS_MIN_BLOCK as MIN_BLOCK
+from physnets_core.checks import check_pallas_block
 
 DEVICE_DTYPES = ("float32", "bfloat16", "float16")
 MAX_TILE = 128
@@ -72,16 +73,6 @@ def _resolve_interpret(interpret: bool | None) -> bool:
 def native_pallas_available(dtype) -> bool:
     """Whether the default backend runs the kernel natively (GPU/TPU) for inputs of this dtype."""
     return jax.default_backend() in ("gpu", "tpu") and jnp.dtype(dtype).name in DEVICE_DTYPES
-
-
-def check_pallas_block(block, field: str = "attention_block") -> None:
-    """ValueError unless `block` obeys the kernel's tile rule (a power of two >= 16)."""
-    if isinstance(block, bool) or not isinstance(block, int) or block < MIN_BLOCK or block & (block - 1):
-        raise ValueError(
-            f"{field}={block!r} breaks the pallas tile rule: the query/key tile must be a power of two "
-            f">= {MIN_BLOCK} (Triton tiles are powers of two with dots of >= 16 rows; TPU sublane tiles "
-            "are 8 or 16 rows)"
-        )
 
 
 def _check_dtype(dtype, interpret: bool) -> None:

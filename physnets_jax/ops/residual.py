@@ -13,29 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-VARIANTS = ("projection", "reference")
-NORM_FLOOR = 1e-8  # floor on ||x||^2 in the projection coefficient (the seed's value)
-
-
-def check_residual_args(x_shape, y_shape, alpha_shape, beta_shape, variant: str) -> None:
-    """Raise ValueError for a bad variant or mismatched shapes (shared by both backends)."""
-    if variant not in VARIANTS:
-        raise ValueError(
-            f"variant={variant!r} is not a known orthogonal-parallel variant; "
-            f"valid choices: {', '.join(VARIANTS)}"
-        )
-    x_shape, y_shape = tuple(x_shape), tuple(y_shape)
-    if x_shape != y_shape:
-        raise ValueError(f"x and y must have the same shape, got x {x_shape} and y {y_shape}")
-    if len(x_shape) < 1:
-        raise ValueError(f"x must have a feature axis, got shape {x_shape}")
-    features = x_shape[-1]
-    for name, shape in (("alpha", tuple(alpha_shape)), ("beta", tuple(beta_shape))):
-        if shape not in ((), (1,), (features,)):
-            raise ValueError(
-                f"{name} must have shape () or ({features},) to match the feature axis of x "
-                f"{x_shape}, got shape {shape}"
-            )
+from physnets_core.checks import NORM_FLOOR, check_residual_args
 
 
 def projection_coefficient(x: jax.Array, y: jax.Array) -> jax.Array:

@@ -30,25 +30,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-DEFAULT_FLOOR = 0.01
-DEFAULT_POWER = 2
-MAX_POWER = 8
-
-
-def check_floor(floor: float, power: int = DEFAULT_POWER) -> None:
-    """Raise ValueError unless 0 <= floor < 1 and power is an int in [1, 8]."""
-    if not 0.0 <= float(floor) < 1.0:
-        raise ValueError(f"floor={floor} must be in [0, 1)")
-    if isinstance(power, bool) or not isinstance(power, int) or not 1 <= power <= MAX_POWER:
-        raise ValueError(f"power={power!r} must be an integer in [1, {MAX_POWER}]")
-
-
-def int_power(f, power: int):
-    """f ** power for a small positive int, as power - 1 multiplications (no exp/log)."""
-    out = f
-    for _ in range(power - 1):
-        out = out * f
-    return out
+from physnets_core.checks import (
+    DEFAULT_FLOOR,
+    DEFAULT_POWER,
+    GATE_NORMALISERS,
+    check_floor,
+    int_power,
+)
 
 
 def algebraic_exp(z: jax.Array) -> jax.Array:
@@ -92,7 +80,6 @@ def check_finite(x) -> None:
         )
 
 
-GATE_NORMALISERS = ("softmax", "shiftmax")
 
 
 def gate_normaliser(name: str):

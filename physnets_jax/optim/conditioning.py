@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-MODES = ("schedule", "learned")
+from physnets_core.checks import MODES, check_condition_args, default_depths
 
 
 class ConditionState(NamedTuple):
@@ -54,40 +54,6 @@ class ConditionState(NamedTuple):
 def is_float(leaf) -> bool:
     """Whether a leaf is a floating-point array (the leaves that get conditioned)."""
     return hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.floating)
-
-
-def default_depths(n: int) -> list[float]:
-    """Relative depth positions i / (n - 1) of n tensors in order (0.0 for a single tensor)."""
-    return [i / (n - 1) if n > 1 else 0.0 for i in range(n)]
-
-
-def check_condition_args(mode: str, depths, n_float: int, **numbers) -> None:
-    """Raise ValueError for an unknown mode, bad depths or (concrete) out-of-range numbers."""
-    if mode not in MODES:
-        raise ValueError(f"mode={mode!r} is not a known conditioning mode; valid: {', '.join(MODES)}")
-    if depths is not None:
-        if len(depths) != n_float:
-            raise ValueError(
-                f"depths has {len(depths)} entries but there are {n_float} floating-point tensors"
-            )
-        for d in depths:
-            if not 0.0 <= float(d) <= 1.0:
-                raise ValueError(f"depths entries must be in [0, 1], got {d}")
-    for name, value in numbers.items():
-        if isinstance(value, jax.core.Tracer):
-            continue
-        v = float(value)
-        rule = {"scale_min": v > 0, "scale_max": v > 0, "hyper_lr": 0 <= v < 1,
-                "center": 0 <= v < 1, "base_scale": v > 0, "vector_scale": v > 0,
-                "size_power": True, "depth_gain": v > -1}[name]
-        if not rule:
-            limits = {"scale_min": "> 0", "scale_max": "> 0", "hyper_lr": "in [0, 1)",
-                      "center": "in [0, 1)", "base_scale": "> 0", "vector_scale": "> 0",
-                      "depth_gain": "> -1"}[name]
-            raise ValueError(f"{name}={value} must be {limits}")
-    mn, mx = numbers.get("scale_min"), numbers.get("scale_max")
-    if not any(isinstance(v, jax.core.Tracer) for v in (mn, mx)) and float(mn) > float(mx):
-        raise ValueError(f"scale_min={mn} must be <= scale_max={mx}")
 
 
 def schedule_scale(size: int, rank: int, depth: float, median_size: float, *, base_scale,

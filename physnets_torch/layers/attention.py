@@ -6,7 +6,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from physnets_jax.config import ModelConfig
+from physnets_core.config import ModelConfig
 from physnets_torch.layers.dense import dense
 from physnets_torch.ops.attention import causal_attention
 from physnets_torch.ops.blockwise_attention import blockwise_causal_attention

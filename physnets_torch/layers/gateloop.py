@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from physnets_jax.config import ModelConfig
+from physnets_core.config import ModelConfig
 from physnets_torch.layers.attention import CausalSelfAttention
 from physnets_torch.layers.dense import dense
 from physnets_torch.layers.norm import RMSNorm
@@ -79,16 +79,16 @@ class GateLoopedAttention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int = 0):
         super().__init__()
         dim = cfg.n_embd
-        dim_inner = cfg.gateloop_dim_inner or dim
-        heads = cfg.gateloop_heads or dim_inner
+        dim_inner = cfg.gateloop.dim_inner or dim
+        heads = cfg.gateloop.heads or dim_inner
         self.dim_inner, self.heads = dim_inner, heads
-        self.frac_gradient = cfg.gateloop_frac_gradient
-        self.ablate_complex = cfg.gateloop_ablate_complex
-        self.ablate_state_transition = cfg.gateloop_ablate_state_transition
-        self.checkpoint = cfg.gateloop_checkpoint
+        self.frac_gradient = cfg.gateloop.frac_gradient
+        self.ablate_complex = cfg.gateloop.ablate_complex
+        self.ablate_state_transition = cfg.gateloop.ablate_state_transition
+        self.checkpoint = cfg.gateloop.checkpoint
         self.to_qkv = dense(dim, 3 * dim_inner, bias=False, std=cfg.init_std)
         self.to_a = dense(dim, 2 * heads, bias=True, std=cfg.init_std)
-        self.sub_ln = nn.LayerNorm(dim_inner, eps=cfg.norm_eps) if cfg.gateloop_sub_ln else None
+        self.sub_ln = nn.LayerNorm(dim_inner, eps=cfg.norm_eps) if cfg.gateloop.sub_ln else None
         self.to_gates = dense(dim, dim_inner, bias=False, std=cfg.init_std)
         self.to_out = dense(dim_inner, dim, bias=False, std=cfg.residual_init_std)
 
@@ -143,14 +143,14 @@ class SimpleGateLoopLayer(nn.Module):
     """RMSNorm, then h_t = sigmoid(a_t) h_{t-1} + kv_t per channel, out = q * h: (B, T, D) -> (B, T, D).
 
     No residual inside (the caller adds it). `dim`, `post_ln` and `reverse` default to the config
-    (n_embd, cfg.gateloop_post_ln, no reverse).
+    (n_embd, cfg.gateloop.post_ln, no reverse).
     """
 
     def __init__(self, cfg: ModelConfig, layer_idx: int = 0, *, dim: int | None = None,
                  post_ln: bool | None = None, reverse: bool = False):
         super().__init__()
         dim = cfg.n_embd if dim is None else dim
-        post_ln = cfg.gateloop_post_ln if post_ln is None else post_ln
+        post_ln = cfg.gateloop.post_ln if post_ln is None else post_ln
         self.dim, self.reverse = dim, reverse
         self.norm = RMSNorm(dim)
         self.to_qkva = dense(dim, 3 * dim, bias=False, std=cfg.init_std)
@@ -183,12 +183,12 @@ class SimpleGateLoopLayer(nn.Module):
 
 
 class HybridMixer(nn.Module):
-    """Softmax attention, preceded in the first cfg.gateloop_hybrid_layers blocks by a
+    """Softmax attention, preceded in the first cfg.gateloop.hybrid_layers blocks by a
     SimpleGateLoopLayer: g = gateloop(x); y = g + attention(x + g). (B, T, D) -> (B, T, D)."""
 
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__()
-        self.gateloop = SimpleGateLoopLayer(cfg, layer_idx) if layer_idx < cfg.gateloop_hybrid_layers else None
+        self.gateloop = SimpleGateLoopLayer(cfg, layer_idx) if layer_idx < cfg.gateloop.hybrid_layers else None
         self.attn = CausalSelfAttention(cfg, layer_idx)
 
     def init_cache(self, batch: int, max_len: int, dtype, device=None) -> dict[str, Any]:

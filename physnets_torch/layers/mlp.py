@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from physnets_jax.config import ModelConfig
+from physnets_core.config import ModelConfig
 from physnets_torch.layers.dense import dense
 
 ACTIVATIONS = {

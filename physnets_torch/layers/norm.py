@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from physnets_jax.config import ModelConfig
+from physnets_core.config import ModelConfig
 
 
 class RMSNorm(nn.Module):

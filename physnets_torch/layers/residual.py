@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from physnets_jax.config import ModelConfig
-from physnets_jax.layers.residual import ALPHA_INIT, BETA_INIT
+from physnets_core.checks import ALPHA_INIT, BETA_INIT
+from physnets_core.config import ModelConfig
 from physnets_torch.ops.residual import orthogonal_parallel_update
 
 

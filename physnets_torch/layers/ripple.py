@@ -6,7 +6,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from physnets_jax.config import ModelConfig
+from physnets_core.config import ModelConfig
 from physnets_torch.layers.attention import attend_with_cache, init_kv_cache
 from physnets_torch.layers.dense import dense
 
@@ -25,7 +25,7 @@ class RippleAttention(nn.Module):
         self.query = dense(n, n, bias=cfg.bias, std=cfg.init_std)
         self.key = dense(n, n, bias=cfg.bias, std=cfg.init_std)
         self.value = dense(n, n, bias=cfg.bias, std=cfg.init_std)
-        self.decay = nn.Parameter(torch.full((cfg.n_head,), cfg.ripple_decay_init))
+        self.decay = nn.Parameter(torch.full((cfg.n_head,), cfg.ripple.decay_init))
         self.attn_drop = nn.Dropout(cfg.dropout)
         if cfg.attn_out_proj:
             self.out = dense(n, n, bias=cfg.bias, std=cfg.residual_init_std)

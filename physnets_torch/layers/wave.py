@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from physnets_jax.config import ModelConfig
+from physnets_core.config import ModelConfig
 from physnets_torch.layers.dense import dense
 from physnets_torch.layers.norm import make_norm
 from physnets_torch.ops.linear_attention import causal_linear_attention, feature_map
@@ -49,7 +49,7 @@ class WavePacketEmbedding(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        V, W, Hh, D = cfg.vocab_size, cfg.n_waves, cfg.n_harmonics, cfg.n_embd
+        V, W, Hh, D = cfg.vocab_size, cfg.wave.n_waves, cfg.wave.n_harmonics, cfg.n_embd
         self.n_waves, self.n_harmonics = W, Hh
         init = wave_embedding_init(V, W, Hh)
         self.base_freqs = nn.Parameter(torch.tensor(init["base_freqs"], dtype=torch.float32))
@@ -65,7 +65,7 @@ class WavePacketEmbedding(nn.Module):
         nn.init.normal_(self.simple_embed.weight, mean=0.0, std=cfg.init_std)
         self.output_scale = nn.Parameter(torch.ones(D))
         # standard-embedding share r (anneal it); a buffer, not in the state_dict
-        self.register_buffer("standard_embed_ratio", torch.tensor(cfg.wave_embed_ratio, dtype=torch.float32),
+        self.register_buffer("standard_embed_ratio", torch.tensor(cfg.wave.embed_ratio, dtype=torch.float32),
                              persistent=False)
 
     def forward(self, tokens_BxT: torch.Tensor, start_pos: int = 0) -> torch.Tensor:
@@ -102,10 +102,10 @@ class WaveAttention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__()
         self.cfg = cfg
-        D, H, W = cfg.n_embd, cfg.n_head, cfg.n_waves
-        self.variant = cfg.wave_attention
-        self.kernel_name = "linear" if cfg.wave_kernel == "identity" else cfg.wave_kernel
-        self.mode = cfg.wave_mode
+        D, H, W = cfg.n_embd, cfg.n_head, cfg.wave.n_waves
+        self.variant = cfg.wave.attention
+        self.kernel_name = "linear" if cfg.wave.kernel == "identity" else cfg.wave.kernel
+        self.mode = cfg.wave.mode
 
         def lin(n_out):
             return dense(D, n_out, bias=cfg.bias, std=cfg.init_std)
@@ -129,7 +129,7 @@ class WaveAttention(nn.Module):
 
     def init_cache(self, batch: int, max_len: int, dtype, device=None) -> dict:
         """Empty decoding cache (same keys and shapes as the JAX twin)."""
-        H, W, hd = self.cfg.n_head, self.cfg.n_waves, self.cfg.head_size
+        H, W, hd = self.cfg.n_head, self.cfg.wave.n_waves, self.cfg.head_size
         pos = torch.zeros((), dtype=torch.int32, device=device)
 
         def z(*shape):
@@ -172,7 +172,7 @@ class WaveAttention(nn.Module):
                 new["phasor_im"][..., :, None] * full["phasor_im"][..., None, :]
             )
             intensity = new["amp_sq"][..., :, None] + full["amp_sq"][..., None, :] + 2 * cross
-            scores = intensity * self.temperature / (self.cfg.n_waves**0.5)
+            scores = intensity * self.temperature / (self.cfg.wave.n_waves**0.5)
             out = self._softmax_attend(scores, q_pos, full["v"])
         else:
             out, new_cache = self._pure(x_BxTxD, v, t_pos, q_pos, pos0, cache)
@@ -201,7 +201,7 @@ class WaveAttention(nn.Module):
         return full, {**{k: cache[k] for k in new}, "pos": cache["pos"] + T}
 
     def _pure(self, x_BxTxD, v, t_pos, q_pos, pos0, cache):
-        scale = self.cfg.n_waves**0.25
+        scale = self.cfg.wave.n_waves**0.25
         q = torch.sin(self._heads(self.q_freq(x_BxTxD)) * t_pos + self._heads(self.q_phase(x_BxTxD)))
         k = torch.sin(self._heads(self.k_freq(x_BxTxD)) * t_pos + self._heads(self.k_phase(x_BxTxD)))
         q = _l2_normalize(q) * scale
@@ -212,13 +212,13 @@ class WaveAttention(nn.Module):
             state = None if cache is None else (cache["S"].to(q.dtype), cache["z"].to(q.dtype))
             if self.kernel_name == "linear":
                 out, (S, z) = causal_linear_attention(
-                    q, k, v, normalize=False, chunk_size=self.cfg.wave_chunk_size, state=state, return_state=True
+                    q, k, v, normalize=False, chunk_size=self.cfg.wave.chunk_size, state=state, return_state=True
                 )
                 out = out * self.interference_scale / count.sqrt()
             else:
                 qf, kf = feature_map(q, self.kernel_name), feature_map(k, self.kernel_name)
                 out, (S, z) = causal_linear_attention(
-                    qf, kf, v, normalize=True, eps=1e-6, chunk_size=self.cfg.wave_chunk_size, state=state,
+                    qf, kf, v, normalize=True, eps=1e-6, chunk_size=self.cfg.wave.chunk_size, state=state,
                     return_state=True,
                 )
             new_cache = None
@@ -250,7 +250,7 @@ class WaveMLP(nn.Module):
 
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__()
-        self.kind = cfg.wave_activation
+        self.kind = cfg.wave.activation
         self.fc1 = dense(cfg.n_embd, cfg.mlp_width, bias=cfg.mlp_bias, std=cfg.init_std)
         self.fc2 = dense(cfg.mlp_width, cfg.n_embd, bias=cfg.mlp_bias, std=cfg.residual_init_std)
         self.drop = nn.Dropout(cfg.dropout)

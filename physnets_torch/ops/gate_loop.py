@@ -38,7 +38,7 @@ import math
 
 import torch
 
-from physnets_jax.ops.gate_loop import check_gate_loop_args
+from physnets_core.checks import check_gate_loop_args
 
 METHODS = ("auto", "blocked", "doubling")
 _BASE = 32  # sequences up to this length are scanned position by position, in one chunk

@@ -19,7 +19,7 @@ import warnings
 import torch
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-from physnets_jax.config import PALLAS_MIN_BLOCK as MIN_BLOCK
+from physnets_core.checks import check_pallas_block
 
 DEVICE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -43,14 +43,6 @@ def native_flex_available(device: torch.device, dtype: torch.dtype) -> bool:
     return device.type == "cuda" and dtype in DEVICE_DTYPES
 
 
-def _check_block(block) -> None:
-    if isinstance(block, bool) or not isinstance(block, int) or block < MIN_BLOCK or block & (block - 1):
-        raise ValueError(
-            f"attention_block={block!r} breaks the pallas tile rule: the query/key tile must be a power of "
-            f"two >= {MIN_BLOCK}"
-        )
-
-
 def pallas_causal_attention(
     q_BxHxTxD: torch.Tensor, k_BxHxTxD: torch.Tensor, v_BxHxTxD: torch.Tensor, *,
     decay_H: torch.Tensor | None = None, block: int = 128,
@@ -69,7 +61,7 @@ def pallas_causal_attention(
         )
     if decay_H is not None and tuple(decay_H.shape) != (H,):
         raise ValueError(f"decay_H {tuple(decay_H.shape)} must have shape (n_head,) = ({H},)")
-    _check_block(block)
+    check_pallas_block(block)
     device, dtype = q_BxHxTxD.device, q_BxHxTxD.dtype
     if not (dtype == k_BxHxTxD.dtype == v_BxHxTxD.dtype):
         raise ValueError(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from physnets_jax.ops.residual import NORM_FLOOR, VARIANTS, check_residual_args
+from physnets_core.checks import NORM_FLOOR, VARIANTS, check_residual_args
 
 __all__ = ["VARIANTS", "orthogonal_parallel_update", "projection_coefficient"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from physnets_jax.ops.shiftmax import (
+from physnets_core.checks import (
     DEFAULT_FLOOR,
     DEFAULT_POWER,
     GATE_NORMALISERS,

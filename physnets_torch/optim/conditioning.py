@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from physnets_jax.optim.conditioning import check_condition_args, default_depths
+from physnets_core.checks import check_condition_args, default_depths
 
 
 def schedule_scale(size: int, rank: int, depth: float, median_size: float, *, base_scale,

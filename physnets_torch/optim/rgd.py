@@ -1,6 +1,6 @@
 """Resonant Gradient Descent (Wave-Native GPT, spectral_gpt/physics_optim.py) as a torch optimizer.
 
-Twin of physnets_jax.optim.rgd (formula in physnets_jax/optim/resonant.py). Per step, for each
+Twin of physnets_jax.optim.rgd (formula in physnets_jax/optim/rgd.py). Per step, for each
 parameter p with gradient g (the seed's order):
 
     p *= 1 - lr * weight_decay                                   (decoupled, every parameter)

@@ -1,26 +1,22 @@
-"""Load and save the cross-backend export folder (model.safetensors + config.json, see
-physnets_jax/export.py): the torch twin of physnets_jax.load_pretrained."""
+"""Load and save the cross-backend export folder (model.safetensors + config.json, format in
+physnets_core.export_format): the torch twin of physnets_jax/export.py."""
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 import torch
 
-from physnets_jax.config import ModelConfig
+from physnets_core.export_format import (
+    CONFIG_FILE,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+    read_config,
+    weights_metadata,
+    write_config,
+)
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-TOKENIZER_FILE = "tokenizer.json"
-
-
-def read_config(path) -> ModelConfig:
-    """ModelConfig of an export folder."""
-    path = pathlib.Path(path)
-    if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
-        raise FileNotFoundError(f"{path} is not an export folder: it needs {CONFIG_FILE} and {WEIGHTS_FILE}")
-    return ModelConfig.from_dict(json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")))
+__all__ = ["load_pretrained", "save_pretrained", "read_config", "CONFIG_FILE", "WEIGHTS_FILE", "TOKENIZER_FILE"]
 
 
 def load_pretrained(path, *, device=None, dtype: torch.dtype | None = None) -> torch.nn.Module:
@@ -50,6 +46,6 @@ def save_pretrained(model: torch.nn.Module, out_dir, *, overwrite: bool = False)
         raise FileExistsError(f"{out_dir} exists and is not empty; pass overwrite=True to replace it")
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out_dir / WEIGHTS_FILE), metadata={"format": "physnets-pretrained/1", "names": "torch"})
-    (out_dir / CONFIG_FILE).write_text(model.cfg.to_json() + "\n", encoding="utf-8")
+    save_file(state, str(out_dir / WEIGHTS_FILE), metadata=weights_metadata())
+    write_config(model.cfg, out_dir)
     return out_dir

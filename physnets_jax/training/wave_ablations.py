@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-_PURE = dict(wave_attention="pure", wave_mode="quadratic")
+_PURE = {"wave.attention": "pure", "wave.mode": "quadratic"}
 
 ABLATIONS: dict[str, dict[str, Any]] = {
     # the seed's "standard_transformer" (its true control)
@@ -23,13 +23,13 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "full_physics": dict(preset="wave_gpt", overrides={}, optimizer="rgd", loss="qfe", lr=1e-3, dropout=0.0,
                          qfe_lambda=0.1),
     "qfe_only": dict(preset="wave_gpt", overrides={}, optimizer="adamw", loss="qfe", lr=6e-4, dropout=0.1),
-    "pure_wave": dict(preset="wave_gpt", overrides={**_PURE, "wave_kernel": "elu1"}, optimizer="rgd", loss="qfe",
+    "pure_wave": dict(preset="wave_gpt", overrides={**_PURE, "wave.kernel": "elu1"}, optimizer="rgd", loss="qfe",
                       lr=1e-3, dropout=0.1),
-    "pure_wave_linear": dict(preset="wave_gpt", overrides={**_PURE, "wave_kernel": "elu1", "wave_mode": "linear"},
+    "pure_wave_linear": dict(preset="wave_gpt", overrides={**_PURE, "wave.kernel": "elu1", "wave.mode": "linear"},
                              optimizer="rgd", loss="qfe", lr=1e-3, dropout=0.1),
-    "pure_wave_sigmoid": dict(preset="wave_gpt", overrides={**_PURE, "wave_kernel": "sigmoid"}, optimizer="rgd",
+    "pure_wave_sigmoid": dict(preset="wave_gpt", overrides={**_PURE, "wave.kernel": "sigmoid"}, optimizer="rgd",
                               loss="qfe", lr=1e-3, dropout=0.1),
-    "pure_wave_exp": dict(preset="wave_gpt", overrides={**_PURE, "wave_kernel": "exp"}, optimizer="rgd",
+    "pure_wave_exp": dict(preset="wave_gpt", overrides={**_PURE, "wave.kernel": "exp"}, optimizer="rgd",
                           loss="qfe", lr=1e-3, dropout=0.1),
 }
 _DEFAULTS = dict(weight_decay=0.01, warmup_steps=500, rgd_strength=0.3, rgd_warmup=500, qfe_lambda=0.05,

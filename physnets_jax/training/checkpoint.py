@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from physnets_jax.config import ModelConfig
+from physnets_core.config import ModelConfig
 
 FORMAT = "physnets-train-state/1"
 # TrainConfig fields that may change between an interrupted run and its resume.

@@ -6,7 +6,7 @@ the width n_embd (a multiple of n_head) is chosen so that its parameter count is
 suite's target (the first entry's count at the scale's base width); an entry that cannot get
 within `tolerance` (5%) raises a ValueError naming it. Every entry then trains for the same number
 of steps of the same batch and block size (same tokens seen) with the same learning-rate schedule,
-once per seed, through `physnets_jax.train.train`. Results: a markdown table (mean +- std over
+once per seed, through `physnets_jax.training.train.train`. Results: a markdown table (mean +- std over
 seeds of the final validation loss and perplexity, tokens/s, parameters), `results.json`, and PNG
 plots (validation-loss curves with a +-1 std band over seeds; validation loss by evaluation length
 for the extrapolation suite) in the output folder.
@@ -76,14 +76,14 @@ def suite_entries(suite: str) -> list[Entry]:
             Entry("hybrid", "gateloop", {"mixer": "hybrid"}),
         ]
     if suite == "wave-ablation":
-        pure = {"wave_attention": "pure"}
+        pure = {"wave.attention": "pure"}
         return [
             Entry("baseline (AdamW + CE)", "wave_gpt"),
             Entry("rgd_only (RGD + CE)", "wave_gpt", optimizer="rgd"),
             Entry("qfe_only (AdamW + QFE)", "wave_gpt", loss="qfe"),
             Entry("full_physics (RGD + QFE)", "wave_gpt", optimizer="rgd", loss="qfe"),
-            *[Entry(f"pure_wave {k}", "wave_gpt", {**pure, "wave_kernel": k}) for k in ("elu1", "sigmoid", "exp")],
-            Entry("pure_wave linear (elu1, O(T))", "wave_gpt", {**pure, "wave_mode": "linear"}),
+            *[Entry(f"pure_wave {k}", "wave_gpt", {**pure, "wave.kernel": k}) for k in ("elu1", "sigmoid", "exp")],
+            Entry("pure_wave linear (elu1, O(T))", "wave_gpt", {**pure, "wave.mode": "linear"}),
         ]
     if suite == "residual":
         op = {"residual": "orthogonal_parallel"}
@@ -105,7 +105,7 @@ def suite_entries(suite: str) -> list[Entry]:
 
 def entry_config(entry: Entry, scale: Scale, vocab_size: int, n_embd: int):
     """The ModelConfig of an entry at a width (dropout 0: short runs, equal for all)."""
-    from physnets_jax.config import preset
+    from physnets_core.config import preset
 
     fields = dict(vocab_size=vocab_size, n_layer=scale.n_layer, n_head=scale.n_head, n_embd=n_embd,
                   block_size=scale.block_size, dropout=0.0)
@@ -162,10 +162,10 @@ def run_suite(
     steps: int | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Train every entry of `suite` once per seed on `data` (a physnets_jax.data.TokenData whose
+    """Train every entry of `suite` once per seed on `data` (a physnets_jax.training.data.TokenData whose
     tokenizer has `vocab_size` ids); returns the result dict that format_table / write_result take."""
     from physnets_jax.model import build_model
-    from physnets_jax.train import TrainConfig, length_eval, train
+    from physnets_jax.training.train import TrainConfig, length_eval, train
 
     sc = SCALES[scale] if isinstance(scale, str) else scale
     if steps is not None:

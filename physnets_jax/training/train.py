@@ -1,0 +1,537 @@
+"""The training loop: one jitted, buffer-donating step; periodic evaluation, samples, metrics and
+orbax checkpoints (every N steps and on SIGINT/SIGTERM); exact resume; optional sharding.
+
+Only logging and checkpoint steps synchronise with the host: per-step losses stay on the device
+until the next log step, where they are fetched together (so a NaN is reported with its step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import pathlib
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from physnets_jax.losses import cross_entropy
+from physnets_jax.model import Decoder
+from physnets_jax.training.data import TokenData
+
+OPTIMIZERS = ("adamw", "sgd", "rgd")
+CONDITIONING = ("none", "schedule", "learned")
+LOSSES = ("ce", "qfe")
+SCHEDULES = ("cosine", "constant")
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss or the parameters became NaN/inf; the message names the step and the last good checkpoint."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and loop settings (defaults: the RippleGPT reference, AdamW 1e-3, betas 0.9/0.99)."""
+
+    steps: int = 500
+    batch_size: int = 32
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 50
+    schedule: str = "cosine"  # cosine: warmup then cosine decay to lr * min_lr_ratio; constant: warmup then lr
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # global-norm clipping; 0 turns it off
+    optimizer: str = "adamw"  # adamw | sgd | rgd
+    momentum: float = 0.9  # sgd only (0: plain SGD)
+    condition: str = "none"  # none | schedule | learned: condition_gradients before the optimizer
+    rgd_strength: float = 0.5  # rgd: resonance_strength
+    rgd_warmup: int = 1000  # rgd: resonance warmup steps
+    loss: str = "ce"  # ce | qfe (cross-entropy + qfe_lambda * phase coherence)
+    qfe_lambda: float = 0.05
+    eval_interval: int = 100
+    eval_batches: int = 10
+    log_interval: int = 10
+    seed: int = 1337
+    ckpt_interval: int = 0  # save a checkpoint every N steps (0: only at the end and on a signal)
+    keep_checkpoints: int = 3
+    sample_tokens: int = 0  # length of the text sample printed at each evaluation (0: none)
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "eval_interval", "eval_batches", "log_interval", "keep_checkpoints"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name}={value!r} must be a positive integer")
+        for name in ("warmup_steps", "ckpt_interval", "sample_tokens", "rgd_warmup"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}={value!r} must be a non-negative integer")
+        if not self.lr > 0:
+            raise ValueError(f"lr={self.lr} must be > 0")
+        for name in ("weight_decay", "grad_clip", "qfe_lambda", "rgd_strength"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
+        for name in ("beta1", "beta2", "momentum"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1)")
+        for name, choices in (
+            ("optimizer", OPTIMIZERS), ("condition", CONDITIONING), ("loss", LOSSES), ("schedule", SCHEDULES)
+        ):
+            if getattr(self, name) not in choices:
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r} is not known; valid choices: {', '.join(choices)}"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of all fields."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a dict; unknown keys raise a ValueError that lists them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {', '.join(unknown)}")
+        return cls(**dict(data))
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def decay_mask(params: nnx.State) -> nnx.State:
+    """True for parameters that get weight decay: matrices (kernels, embeddings), not norms,
+    biases, gains or per-head scalars."""
+    return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
+def make_schedule(tc: TrainConfig) -> optax.Schedule:
+    """Linear warmup from 0 to lr over warmup_steps (none when 0), then cosine decay to
+    lr * min_lr_ratio at tc.steps, or constant lr."""
+    decay_steps = max(tc.steps - tc.warmup_steps, 1)
+    if tc.schedule == "constant":
+        after = optax.constant_schedule(tc.lr)
+    else:
+        after = optax.cosine_decay_schedule(tc.lr, decay_steps, alpha=tc.min_lr_ratio)
+    if tc.warmup_steps == 0:
+        return after
+    return optax.join_schedules([optax.linear_schedule(0.0, tc.lr, tc.warmup_steps), after], [tc.warmup_steps])
+
+
+def make_optimizer(tc: TrainConfig) -> optax.GradientTransformation:
+    """clip_by_global_norm (if grad_clip > 0) -> condition_gradients (if condition != 'none') ->
+    adamw (weight decay on matrices only) | sgd (+momentum, same decay mask) | rgd, on the
+    warmup + cosine schedule."""
+    schedule = make_schedule(tc)
+    parts = []
+    if tc.grad_clip > 0:
+        parts.append(optax.clip_by_global_norm(tc.grad_clip))
+    if tc.condition != "none":
+        try:
+            from physnets_jax.optim import condition_gradients
+        except ImportError as err:
+            raise ValueError(f"condition={tc.condition!r} needs physnets_jax.optim.condition_gradients ({err})") from None
+        parts.append(condition_gradients(tc.condition))
+    if tc.optimizer == "adamw":
+        parts.append(optax.adamw(schedule, b1=tc.beta1, b2=tc.beta2, weight_decay=tc.weight_decay, mask=decay_mask))
+    elif tc.optimizer == "sgd":
+        if tc.weight_decay > 0:
+            parts.append(optax.add_decayed_weights(tc.weight_decay, mask=decay_mask))
+        parts.append(optax.sgd(schedule, momentum=tc.momentum or None))
+    else:
+        try:
+            from physnets_jax.optim import rgd
+        except ImportError as err:
+            raise ValueError(f"optimizer='rgd' needs physnets_jax.optim.rgd, which is not available ({err})") from None
+        parts.append(
+            rgd(schedule, b1=tc.beta1, b2=tc.beta2, resonance_strength=tc.rgd_strength,
+                warmup_steps=tc.rgd_warmup, weight_decay=tc.weight_decay)
+        )
+    return optax.chain(*parts)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_optimizer(tc: TrainConfig) -> optax.GradientTransformation:
+    return make_optimizer(tc)
+
+
+def make_loss(tc: TrainConfig) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """The training loss on (logits (B, T, V), targets (B, T)): cross_entropy or qfe_loss."""
+    if tc.loss == "ce":
+        return cross_entropy
+    try:
+        from physnets_jax.losses import qfe_loss  # noqa: F401  (present?)
+    except ImportError as err:
+        raise ValueError(f"loss='qfe' needs physnets_jax.losses.qfe_loss ({err})") from None
+    return _qfe_with_lambda(float(tc.qfe_lambda))
+
+
+@functools.lru_cache(maxsize=8)
+def _qfe_with_lambda(lam: float):
+    from physnets_jax.losses import qfe_loss
+
+    return partial(qfe_loss, lambda_coherence=lam)
+
+
+def _train_step(graphdef, tx, params, rest, opt_state, x, y, loss_fn=cross_entropy):
+    model = nnx.merge(graphdef, params, rest)
+    loss, grads = nnx.value_and_grad(lambda m: loss_fn(m(x), y))(model)
+    _, params, rest = nnx.split(model, nnx.Param, ...)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), rest, opt_state, loss
+
+
+train_step = jax.jit(_train_step, static_argnums=(0, 1), static_argnames=("loss_fn",), donate_argnums=(2, 3, 4))
+train_step.__doc__ = """One optimizer step on a batch: returns (params, rest, opt_state, loss).
+
+`rest` is the non-parameter state (dropout RNG counters), threaded through explicitly. Jitted
+with donated state buffers; graphdef, tx and loss_fn are static."""
+
+
+def sharded_train_step(params, rest, opt_state):
+    """train_step jitted with output shardings pinned to those of the given (sharded) state, so
+    every step reuses one compilation."""
+    shardings = jax.tree.map(lambda a: a.sharding, (params, rest, opt_state))
+    replicated = jax.sharding.NamedSharding(jax.tree.leaves(shardings)[0].mesh, jax.sharding.PartitionSpec())
+    return jax.jit(
+        _train_step, static_argnums=(0, 1), static_argnames=("loss_fn",), donate_argnums=(2, 3, 4),
+        out_shardings=(*shardings, replicated),
+    )
+
+
+@partial(jax.jit, static_argnums=0)
+def eval_loss(graphdef, params, rest, x, y):
+    """Mean cross-entropy of a batch with dropout off."""
+    model = nnx.merge(graphdef, params, rest)
+    model.eval()
+    return cross_entropy(model(x), y)
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.bool_(True)
+
+
+def _strong(tree):
+    """Copy of `tree` whose weak-typed array leaves are made strongly typed (same values)."""
+    return jax.tree.map(
+        lambda x: jnp.array(x, dtype=x.dtype) if getattr(x, "weak_type", False) else x, tree
+    )
+
+
+EVAL_STREAM = 1  # batch_rng stream of evaluation batches (training uses stream 0)
+
+
+def estimate_loss(graphdef, params, rest, data: TokenData, tc: TrainConfig, block_size: int, mesh=None) -> dict:
+    """Mean loss over eval_batches fixed batches of each split (same batches every call)."""
+    from physnets_jax.training.sharding import put_batch
+
+    out = {}
+    for split in ("train", "val"):
+        losses = [
+            eval_loss(graphdef, params, rest,
+                      *put_batch(mesh, *data.batch_at(split, tc.batch_size, block_size, tc.seed, i, EVAL_STREAM)))
+            for i in range(tc.eval_batches)
+        ]
+        out[split] = float(np.mean(jax.device_get(losses)))
+    return out
+
+
+def length_eval(
+    model: Decoder, data: TokenData, lengths: Sequence[int], *, batch_size: int = 8, batches: int = 4, seed: int = 0
+) -> list[dict]:
+    """Validation loss at each sequence length: rows {'length', 'val_loss' | 'note'}. Models with
+    learned positions report 'cannot extrapolate' beyond block_size instead of failing."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    cfg = model.cfg
+    rows = []
+    for length in lengths:
+        if not cfg.extrapolates and length > cfg.block_size:
+            rows.append({"length": int(length), "note": f"cannot extrapolate (learned positions, block_size={cfg.block_size})"})
+            continue
+        if len(data.val) <= length:
+            rows.append({"length": int(length), "note": f"val split too short ({len(data.val)} tokens)"})
+            continue
+        losses = [
+            eval_loss(graphdef, params, rest, *data.batch_at("val", batch_size, int(length), seed, i, EVAL_STREAM))
+            for i in range(batches)
+        ]
+        rows.append({"length": int(length), "val_loss": float(np.mean(jax.device_get(losses)))})
+    return rows
+
+
+def format_length_table(rows: Sequence[dict], block_size: int) -> str:
+    """Markdown table of length_eval rows."""
+    lines = ["| length | val loss | perplexity |", "|---:|---:|---:|"]
+    for r in rows:
+        mark = " (train block)" if r["length"] == block_size else ""
+        if "val_loss" in r:
+            lines.append(f"| {r['length']}{mark} | {r['val_loss']:.4f} | {math.exp(min(r['val_loss'], 50)):.2f} |")
+        else:
+            lines.append(f"| {r['length']}{mark} | {r['note']} | |")
+    return "\n".join(lines)
+
+
+def param_names(params) -> list[str]:
+    """Dotted names of the leaves of an nnx.State of parameters, in jax.tree.leaves order."""
+    names = []
+    for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
+        parts = []
+        for k in path:
+            if isinstance(k, jax.tree_util.DictKey):
+                parts.append(str(k.key))
+            elif isinstance(k, jax.tree_util.SequenceKey):
+                parts.append(str(k.idx))
+            elif isinstance(k, jax.tree_util.GetAttrKey) and k.name != "value":
+                parts.append(k.name)
+        names.append(".".join(parts))
+    return names
+
+
+class _StopFlag:
+    """Turns the first SIGINT/SIGTERM into a flag the loop checks after each step; a second one
+    interrupts immediately (previous handlers are restored after the first)."""
+
+    def __init__(self, enabled: bool):
+        self.signum = None
+        self._previous = {}
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+
+    def __enter__(self):
+        if self.enabled:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def train(
+    model: Decoder,
+    data: TokenData,
+    tc: TrainConfig,
+    *,
+    block_size: int | None = None,
+    on_log: Callable[[dict], None] | None = None,
+    progress: bool = True,
+    checkpoint_dir: str | pathlib.Path | None = None,
+    resume: bool | int = False,
+    metrics_path: str | pathlib.Path | None = None,
+    meta: dict | None = None,
+    mesh=None,
+    sample_fn: Callable[[Decoder], str] | None = None,
+    handle_signals: bool = True,
+    print_fn: Callable[[str], None] | None = None,
+) -> dict:
+    """Train `model` in place on `data`; returns a summary (final losses, per-step losses,
+    tokens/s, history, interrupted, last checkpoint).
+
+    checkpoint_dir: orbax checkpoints every tc.ckpt_interval steps, at the end and on
+    SIGINT/SIGTERM (then the loop stops after the current step and the summary says
+    interrupted). resume: True (latest checkpoint) or a step: continue from it so the loss
+    sequence equals an uninterrupted run's. metrics_path: one JSON record per log/eval step
+    (on resume, records after the checkpoint are dropped first). meta: extra JSON stored in
+    checkpoints and compared on resume (e.g. data_fingerprint). mesh: a jax.sharding.Mesh with
+    axes (data, fsdp). sample_fn(model) -> text printed at each evaluation.
+    """
+    from physnets_jax.training.checkpoint import Checkpointer, CheckpointError
+    from physnets_jax.training.sharding import put_batch, shard_tree
+
+    block_size = block_size or model.cfg.block_size
+    tx = _cached_optimizer(tc)  # the same object for equal configs: the jitted step is reused
+    schedule = make_schedule(tc)
+    loss_fn = make_loss(tc)
+    model.train()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    params = _strong(params)  # weak-typed leaves would make the second step compile again
+    if mesh is not None:
+        params, rest = shard_tree(params, mesh), shard_tree(rest, mesh)
+        opt_state = jax.jit(tx.init)(params)
+        opt_state = shard_tree(opt_state, mesh)
+    else:
+        # committed to one device, like restored checkpoints, so a resume reuses the compiled step
+        device = jax.local_devices()[0]
+        params, rest = jax.device_put(params, device), jax.device_put(rest, device)
+        opt_state = jax.device_put(tx.init(params), device)
+    opt_state = _strong(opt_state)
+    names = param_names(params)
+    meta = {**(meta or {}), "model_config": model.cfg.to_dict(), "train_config": tc.to_dict(),
+            "param_names": names, "n_params_leaves": len(names)}
+
+    ckpt = Checkpointer(checkpoint_dir, keep=tc.keep_checkpoints) if checkpoint_dir is not None else None
+    start = 0
+    if resume is not False and resume is not None:
+        if ckpt is None:
+            raise ValueError("resume needs checkpoint_dir")
+        step = None if resume is True else int(resume)
+        expect = {k: meta[k] for k in ("model_config", "train_config", "data_fingerprint") if k in meta}
+        (params, rest, opt_state), saved = ckpt.restore(step, (params, rest, opt_state), expect=expect)
+        start = int(saved["step"])
+        if start > tc.steps:
+            raise CheckpointError(f"checkpoint step {start} is beyond steps={tc.steps}; pass a larger --steps")
+    say = print_fn or (lambda message: print(message, flush=True))
+
+    metrics_file = None
+    if metrics_path is not None:
+        metrics_path = pathlib.Path(metrics_path)
+        if start > 0 and metrics_path.exists():  # drop records written after the checkpoint
+            kept = [line for line in metrics_path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= start]
+            metrics_path.write_text("".join(line + "\n" for line in kept))
+        metrics_file = open(metrics_path, "a", encoding="utf-8")
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=tc.steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+        say = print_fn or bar.write
+    tokens_per_step = tc.batch_size * block_size
+    history, losses = [], {}
+    pending: list[tuple[int, jax.Array]] = []
+    last_ckpt = ckpt.path(start) if (ckpt is not None and start > 0) else None
+    last_ckpt_step = start if last_ckpt is not None else None
+
+    def emit(record):
+        history.append(record)
+        if metrics_file is not None:
+            metrics_file.write(json.dumps(record) + "\n")
+            metrics_file.flush()
+        if on_log is not None:
+            on_log(record)
+
+    def flush_losses() -> float | None:
+        """Fetch pending per-step losses (one host sync); raise TrainingDiverged at the first non-finite."""
+        if not pending:
+            return None
+        values = jax.device_get([v for _, v in pending])
+        for (s, _), v in zip(pending, values, strict=True):
+            v = float(v)
+            if not math.isfinite(v):
+                where = f"{last_ckpt} (step {last_ckpt_step})" if last_ckpt is not None else "none"
+                raise TrainingDiverged(
+                    f"loss became {v} at step {s}; stopped. Last good checkpoint: {where}. "
+                    "Try a lower --lr or --grad-clip."
+                )
+            losses[s] = v
+        pending.clear()
+        return float(np.mean(values))
+
+    def save(step):
+        nonlocal last_ckpt, last_ckpt_step
+        flush_losses()
+        if not bool(_all_finite(params)):
+            raise TrainingDiverged(
+                f"parameters became non-finite after step {step}; not saved. Last good checkpoint: "
+                f"{last_ckpt if last_ckpt is not None else 'none'}"
+            )
+        last_ckpt = ckpt.save(step, (params, rest, opt_state), meta)
+        last_ckpt_step = step
+
+    step_fn = train_step if mesh is None else sharded_train_step(params, rest, opt_state)
+    t_start = time.perf_counter()
+    t_window, steps_window, timed_steps = t_start, 0, 0
+    t_timed = 0.0
+    interrupted = None
+    step = start
+    try:
+        with _StopFlag(handle_signals) as stop:
+            for step in range(start + 1, tc.steps + 1):
+                x, y = put_batch(mesh, *data.batch_at("train", tc.batch_size, block_size, tc.seed, step))
+                params, rest, opt_state, loss = step_fn(graphdef, tx, params, rest, opt_state, x, y, loss_fn=loss_fn)
+                pending.append((step, loss))
+                steps_window += 1
+                if step == start + 1:  # leave compilation out of the throughput figures
+                    jax.block_until_ready(loss)
+                    t_window = time.perf_counter()
+                    steps_window = 0
+                record = None
+                if step % tc.log_interval == 0 or step == tc.steps:
+                    window_loss = flush_losses()
+                    lr = float(schedule(step - 1))
+                    now = time.perf_counter()
+                    if steps_window:
+                        tok_s = steps_window * tokens_per_step / max(now - t_window, 1e-9)
+                        t_timed += now - t_window
+                        timed_steps += steps_window
+                    else:
+                        tok_s = float("nan")
+                    t_window, steps_window = now, 0
+                    record = {"step": step, "loss": losses[step], "window_loss": window_loss,
+                              "tokens_per_s": tok_s, "lr": lr}
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{losses[step]:.4f}", tok_s=f"{tok_s:,.0f}")
+                if step % tc.eval_interval == 0 or step == tc.steps:
+                    flush_losses()
+                    t_eval = time.perf_counter()
+                    split_losses = estimate_loss(graphdef, params, rest, data, tc, block_size, mesh)
+                    record = {**(record or {"step": step}), "train_loss": split_losses["train"],
+                              "val_loss": split_losses["val"]}
+                    say(f"step {step}: train {split_losses['train']:.4f}, val {split_losses['val']:.4f}")
+                    if sample_fn is not None and tc.sample_tokens > 0 and step != tc.steps:  # caller samples at the end
+                        sample_model = nnx.merge(graphdef, params, rest)
+                        say("sample: " + sample_fn(sample_model).replace("\n", "\n        "))
+                    t_window += time.perf_counter() - t_eval  # evaluation is not training time
+                if record is not None:
+                    emit(record)
+                if ckpt is not None and tc.ckpt_interval and step % tc.ckpt_interval == 0:
+                    t_save = time.perf_counter()
+                    save(step)
+                    t_window += time.perf_counter() - t_save  # nor is saving
+                if bar is not None:
+                    bar.update(1)
+                if stop.signum is not None:
+                    interrupted = signal.Signals(stop.signum).name
+                    break
+            flush_losses()
+            if ckpt is not None and last_ckpt_step != step:
+                save(step)
+    finally:
+        if bar is not None:
+            bar.close()
+        if metrics_file is not None:
+            metrics_file.close()
+        if ckpt is not None:
+            ckpt.close()
+    if steps_window:
+        t_timed += time.perf_counter() - t_window
+        timed_steps += steps_window
+    elapsed = time.perf_counter() - t_start
+    nnx.update(model, params, rest)
+    model.eval()
+    evals = [r for r in history if "val_loss" in r]
+    return {
+        "steps": step,
+        "start_step": start,
+        "losses": [losses[s] for s in sorted(losses)],
+        "loss_steps": sorted(losses),
+        "train_loss": evals[-1]["train_loss"] if evals else None,
+        "val_loss": evals[-1]["val_loss"] if evals else None,
+        "tokens_per_s": timed_steps * tokens_per_step / t_timed if t_timed > 0 else float("nan"),
+        "seconds": elapsed,
+        "history": history,
+        "interrupted": interrupted,
+        "checkpoint": str(last_ckpt) if last_ckpt is not None else None,
+    }
