@@ -17,9 +17,15 @@ compiler parameters) and runs in interpret mode on CPU, which is how the tests c
 Tile rules: `block` is a power of two >= 16 (Triton needs powers of two and dots of at least 16
 rows; 16 is also a multiple of TPU's 8 (float32) and 16 (bfloat16) sublane tiles); the query and
 key tile is min(block, 128, T rounded up to a power of two): a GPU's registers hold a 128 x 128
-float32 score tile, not a 256 x 256 one. T is padded to a multiple of the tile and the head dimension to a power of two >= 16, then
-cropped: the causal mask already hides padded keys from real queries. On GPU/TPU the kernel takes
-float32, bfloat16 or float16 (accumulating in float32); float64 runs in interpret mode only.
+float32 score tile, not a 256 x 256 one. T is padded to a multiple of the tile and the head
+dimension to a power of two >= 16, then cropped: the causal mask already hides padded keys from
+real queries. On GPU/TPU the kernel takes float32, bfloat16 or float16 (accumulating in float32);
+float64 runs in interpret mode only.
+
+Each program reads the whole sequence of K and V (the backward: of Q, dO and the row statistics
+too) through one block: on GPU that is a pointer, on TPU a VMEM buffer, so very long sequences on
+TPU may need a larger VMEM limit. The kernels have been lowered for both (tests/), not yet run on
+either: benchmarks/device_check.py checks them on a device first.
 """
 
 from __future__ import annotations
