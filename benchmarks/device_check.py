@@ -582,11 +582,11 @@ def render(cells: list[dict], run: dict, notes: dict[str, str], elapsed: float, 
         lines.append(f"- {backend}: {h['version']}, {h['device']}")
     peak = {}
     for dtype in DTYPES:
-        per = {b: p["flops"].get(dtype) for b, p in run["peaks"].items() if p.get("flops")}
+        per = {b: v for b, p in run["peaks"].items() if (v := p.get("flops", {}).get(dtype))}
         if per:
-            peak[dtype] = max(v for v in per.values() if v)
+            peak[dtype] = max(per.values())
             lines.append(f"- {dtype} matmul peak ({PEAK_N}^2): " + ", ".join(
-                f"{b} {v / 1e12:.1f} TFLOP/s" for b, v in per.items() if v) + "; MFU uses the larger")
+                f"{b} {v / 1e12:.1f} TFLOP/s" for b, v in per.items()) + "; MFU uses the larger")
     lines.append(f"- wall time {elapsed:.0f} s\n")
     if run["checks"]:
         lines.append(f"Kernel check: attention {CHECK_SHAPE}, max |x - ref| / max |ref| against the dense path "
