@@ -7,6 +7,24 @@ in torch; the constants (initialisations, floors, valid variants) are defined on
 from __future__ import annotations
 
 # --------------------------------------------------------------------------------------------
+# Fused attention (ops/pallas_attention.py): tile rule of attention_impl="pallas"
+
+# Triton tiles are powers of two and its dots need >= 16 rows; TPU sublane tiles are 8 (float32)
+# or 16 (bfloat16) rows: one rule serves both.
+PALLAS_MIN_BLOCK = 16
+
+
+def check_pallas_block(block, field: str = "attention_block", context: str = "") -> None:
+    """ValueError unless `block` obeys the pallas tile rule: a power of two >= PALLAS_MIN_BLOCK."""
+    if isinstance(block, bool) or not isinstance(block, int) or block < PALLAS_MIN_BLOCK or block & (block - 1):
+        raise ValueError(
+            f"{field}={block!r} breaks the pallas tile rule{context}: the query/key tile must be a power of two "
+            f">= {PALLAS_MIN_BLOCK} (Triton tiles are powers of two with dots of >= 16 rows; TPU "
+            "sublane tiles are 8 or 16 rows)"
+        )
+
+
+# --------------------------------------------------------------------------------------------
 # GateLoop scan (ops/gate_loop.py)
 
 

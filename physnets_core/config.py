@@ -22,6 +22,8 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from physnets_core.checks import check_pallas_block
+
 # Valid choices per slot. A new component adds its name here and its builder in both backends'
 # layers/__init__.py (EMBEDDINGS, MIXERS, ...); tests/test_registry.py checks they agree.
 EMBEDDINGS = ("learned", "token", "wave")
@@ -42,7 +44,9 @@ WAVE_ACTIVATIONS = ("sin", "gelu_sin")
 # embedding="wave": "physics" (physics init, [A sin, A cos, phase, log1p f] -> RMS norm; preset wave_gpt) |
 # "blend" (the headline run's c04e261 version: random init, LayerNorm(s wave + (1 - s) embed), s learned)
 WAVE_EMBEDDINGS = ("physics", "blend")
-ATTENTION_IMPLS = ("dense", "blockwise")  # attention / ripple mixers without a cache
+# attention / ripple mixers without a cache; "pallas": a flash kernel (JAX Pallas on GPU/TPU,
+# torch FlexAttention); "auto": pallas on GPU/TPU (torch: CUDA), dense elsewhere
+ATTENTION_IMPLS = ("dense", "blockwise", "pallas", "auto")
 GATELOOP_SCANS = ("auto", "associative", "chunked", "sequential", "heinsen", "chunked_matmul")
 # The GateLoop mixers' recurrence. auto: lax.scan ("sequential") on CPU, where it measured fastest,
 # associative_scan on GPU/TPU (torch: its own blocked scan for auto/associative/chunked/sequential);
@@ -204,7 +208,9 @@ class ModelConfig:
     attn_out_proj: bool = True  # ripple: the reference has none (False in the preset)
     # attention / ripple without a cache: "dense" materialises the (B, H, T, T) scores; "blockwise"
     # runs attention_block queries at a time, recomputed in the backward, so memory grows
-    # linearly in T (no attention-weight dropout there: use dropout=0 or eval mode)
+    # linearly in T (no attention-weight dropout there: use dropout=0 or eval mode); "pallas" is
+    # a flash kernel with tiles of min(attention_block, 128) (a power of two >= 16; no weight
+    # dropout either), for GPU/TPU; "auto" picks pallas there and dense on CPU
     attention_impl: str = "dense"
     attention_block: int = 256
 
@@ -232,6 +238,8 @@ class ModelConfig:
             _require_positive_int("mlp_hidden", self.mlp_hidden)
         _require_positive_int("attention_block", self.attention_block)
         _require_choice("attention_impl", self.attention_impl, ATTENTION_IMPLS)
+        if self.attention_impl in ("pallas", "auto"):
+            check_pallas_block(self.attention_block, context=f" of attention_impl={self.attention_impl!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
         if not self.norm_eps > 0:
