@@ -99,7 +99,18 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--log-interval", type=int, help=f"steps between loss logs ({d['log_interval']})")
     g.add_argument("--sample-tokens", type=int, help=f"length of the samples printed ({d['sample_tokens']}; 0 = none)")
     g.add_argument("--eval-lengths", help="after training, val loss at these lengths, e.g. 256,512,1024")
-    g.add_argument("--mesh", help="shard over devices: data:N (data parallel), fsdp:N, or data:2,fsdp:2")
+    g.add_argument("--mesh", help="shard over devices: data:N (data parallel), fsdp:N, or data:2,fsdp:2; the "
+                                  "product must equal the device count of all processes (default with several "
+                                  "processes: data:-1)")
+    g = p.add_argument_group("several processes (docs/training.md, 'Several processes')")
+    g.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize() even when no JAX_COORDINATOR_ADDRESS / Slurm / Open MPI "
+                        "variable says so (a Cloud TPU pod slice: JAX finds the other workers itself)")
+    g.add_argument("--coordinator-timeout", type=float, default=300.0,
+                   help="seconds to wait for the coordinator (process 0) and all processes at start (300)")
+    g.add_argument("--heartbeat-timeout", type=int, default=100,
+                   help="seconds after which a process that stopped responding is declared dead and every "
+                        "process of the run exits with an error (100)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     g.add_argument("--no-plot", action="store_true", help="do not write loss.png")
 
@@ -236,6 +247,12 @@ def _is_main() -> bool:
     return jax.process_index() == 0
 
 
+def _barrier(name: str) -> None:
+    from physnets_jax.training.sharding import barrier
+
+    barrier(name)
+
+
 def _prompt_ids(tokenizer, data, text: str):
     import numpy as np
 
@@ -264,8 +281,8 @@ def _sampler(tokenizer, data, n_tokens: int, seed: int):
 
 
 def _load_data(spec: dict, run_dir: pathlib.Path, tokenizer=None):
-    """(tokenizer, TokenData, fingerprint) of a run's data spec; trains and saves the tokenizer
-    in run_dir unless one is given."""
+    """(tokenizer, TokenData, fingerprint) of a run's data spec; trains the tokenizer unless one is
+    given, and process 0 saves it in run_dir (every process trains the same one)."""
     import hashlib
 
     from physnets_jax.training.data import (
@@ -284,6 +301,7 @@ def _load_data(spec: dict, run_dir: pathlib.Path, tokenizer=None):
     tok, data = prepare_data(
         text, tokenizer=spec["tokenizer"], vocab_size=spec.get("vocab_size"), val_fraction=spec["val_fraction"],
         out_dir=run_dir, memmap=bool(spec.get("memmap")), existing_tokenizer=tokenizer,
+        save_tokenizer=_is_main(),
     )
     fp = hashlib.sha256((fingerprint(text) + tok.to_json()).encode()).hexdigest()
     return tok, data, fp
@@ -307,24 +325,27 @@ def train_command(args: argparse.Namespace) -> int:
     """Run `train`: fresh, or --resume from a run folder."""
     import shutil
 
-    from physnets_jax.training.sharding import maybe_initialize_distributed
+    from physnets_jax.training.sharding import initialize_distributed
 
-    maybe_initialize_distributed()
+    # before anything is written, and before JAX starts (it fixes the devices)
+    initialize_distributed(args.distributed, timeout=args.coordinator_timeout,
+                           heartbeat_timeout=args.heartbeat_timeout)
     import jax
 
     from physnets_core.config import ModelConfig
     from physnets_jax.model import build_model, count_params
     from physnets_jax.training.data import load_tokenizer
+    from physnets_jax.training.sharding import check_batch, describe_mesh
     from physnets_jax.training.train import TrainConfig, format_length_table, length_eval, train
 
     given = {k: v for k, v in vars(args).items() if v is not None and k in TRAIN_DEFAULTS or k == "set" and v}
     resume = args.resume or args.resume_step is not None
     lengths = _parse_lengths(args.eval_lengths)
     mesh = None
-    if args.mesh:
+    if args.mesh or jax.process_count() > 1:
         from physnets_jax.training.sharding import make_mesh
 
-        mesh = make_mesh(args.mesh)
+        mesh = make_mesh(args.mesh or "data:-1")
 
     if resume:
         if not args.run_dir:
@@ -352,6 +373,7 @@ def train_command(args: argparse.Namespace) -> int:
         if "keep" in given:
             tc_dict["keep_checkpoints"] = given["keep"]
         tc = TrainConfig.from_dict(tc_dict)
+        check_batch(mesh, tc.batch_size)
         tokenizer = load_tokenizer(run_dir)
         tokenizer, data, fp = _load_data(spec, run_dir, tokenizer)
         if spec.get("fingerprint") and fp != spec["fingerprint"]:
@@ -367,25 +389,36 @@ def train_command(args: argparse.Namespace) -> int:
 
             if o["preset"] in preset_names() and o["size"] not in preset_sizes(o["preset"]):
                 o["size"] = "small"
-        run_dir = pathlib.Path(args.run_dir) if args.run_dir else _default_run_dir(o["preset"], o["size"])
-        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-            if not args.overwrite:
-                raise CLIError(f"run folder {run_dir} already exists; pass --overwrite to replace it, "
-                               "or --resume to continue it")
-            if _is_main():
-                shutil.rmtree(run_dir) if run_dir.is_dir() else run_dir.unlink()
-        # validate the model options before the (slower) data preparation
+        if args.run_dir:
+            run_dir = pathlib.Path(args.run_dir)
+        elif jax.process_count() > 1:
+            raise CLIError("a multi-process run needs --run-dir (one folder that every process can see); "
+                           "the default name holds the start time, which differs between processes")
+        else:
+            run_dir = _default_run_dir(o["preset"], o["size"])
+        # validate the model and train options before anything is written or the data is prepared
         from physnets_core.config import preset as _preset
 
         _preset(o["preset"], o["size"])
+        tc = TrainConfig(**{k: o[k] for k in TRAIN_FIELDS}, keep_checkpoints=o["keep"])
+        check_batch(mesh, tc.batch_size)
+        exists = run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir()))
+        if exists and not args.overwrite:
+            raise CLIError(f"run folder {run_dir} already exists; pass --overwrite to replace it, "
+                           "or --resume to continue it")
+        _barrier("physnets-run-dir-checked")  # every process looked before process 0 writes
+        if _is_main():
+            if exists:
+                shutil.rmtree(run_dir) if run_dir.is_dir() else run_dir.unlink()
+            run_dir.mkdir(parents=True, exist_ok=True)
+        _barrier("physnets-run-dir-made")
         tokenizer_vocab = o["vocab_size"]
         if o["tokenizer"] == "bpe" and tokenizer_vocab is None:
             preset_vocab = _preset(o["preset"], o["size"]).vocab_size
             tokenizer_vocab = preset_vocab if preset_vocab >= 256 else 1024
         spec = {"source": o["data"], "tokenizer": o["tokenizer"], "vocab_size": tokenizer_vocab,
                 "val_fraction": o["val_fraction"], "memmap": bool(o["memmap"])}
-        tc = TrainConfig(**{k: o[k] for k in TRAIN_FIELDS}, keep_checkpoints=o["keep"])
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)  # other hosts without a shared folder
         tokenizer, data, fp = _load_data(spec, run_dir)
         spec["fingerprint"] = fp
         cfg = _model_config(o["preset"], o["size"], o["block_size"], o["dropout"], o["set"], tokenizer.vocab_size)
@@ -397,8 +430,12 @@ def train_command(args: argparse.Namespace) -> int:
             (run_dir / "config.json").write_text(cfg.to_json() + "\n", encoding="utf-8")
 
     model = build_model(cfg, seed=tc.seed)
-    devices = f"{len(jax.devices())} {jax.devices()[0].platform} devices, mesh {dict(mesh.shape)}" if mesh else jax.devices()[0].platform
-    print(
+    devices = jax.devices()[0].platform
+    if mesh is not None:
+        procs = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
+        devices = f"{len(jax.devices())} {devices} devices{procs}, mesh {describe_mesh(mesh)}"
+    say = print if _is_main() else (lambda *a, **k: None)
+    say(
         f"{options.get('preset')}-{options.get('size')}: {count_params(model):,} parameters ({tokenizer.kind} vocab {tokenizer.vocab_size}, "
         f"{len(data.train):,} train / {len(data.val):,} val tokens); {tc.steps} steps of "
         f"{tc.batch_size}x{cfg.block_size} tokens, {tc.optimizer}"
@@ -413,14 +450,14 @@ def train_command(args: argparse.Namespace) -> int:
         meta={"data_fingerprint": spec.get("fingerprint")}, mesh=mesh, sample_fn=sample_fn,
     )
     if summary["interrupted"]:
-        print(f"interrupted by {summary['interrupted']} after step {summary['steps']}; checkpoint saved to "
-              f"{summary['checkpoint']}\ncontinue with: python train_jax.py --run-dir {run_dir} --resume", flush=True)
+        say(f"interrupted by {summary['interrupted']} after step {summary['steps']}; checkpoint saved to "
+            f"{summary['checkpoint']}\ncontinue with: python train_jax.py --run-dir {run_dir} --resume", flush=True)
         return 130
     if summary["start_step"] >= tc.steps:
-        print(f"nothing to do: {run_dir} is already at step {summary['start_step']} of {tc.steps} "
-              "(pass a larger --steps to train on; the cosine schedule then stretches to the new end)")
+        say(f"nothing to do: {run_dir} is already at step {summary['start_step']} of {tc.steps} "
+            "(pass a larger --steps to train on; the cosine schedule then stretches to the new end)")
     elif summary["val_loss"] is not None:
-        print(f"done: step {summary['steps']}, train loss {summary['train_loss']:.4f}, val loss {summary['val_loss']:.4f}, "
+        say(f"done: step {summary['steps']}, train loss {summary['train_loss']:.4f}, val loss {summary['val_loss']:.4f}, "
               f"{summary['tokens_per_s']:,.0f} tokens/s, {summary['seconds']:.0f} s; checkpoint {summary['checkpoint']}")
     if lengths and _is_main():
         rows = length_eval(model, data, lengths, batch_size=min(tc.batch_size, 8), batches=4, seed=tc.seed)

@@ -206,11 +206,20 @@ def sharded_train_step(params, rest, opt_state):
     """train_step jitted with output shardings pinned to those of the given (sharded) state, so
     every step reuses one compilation."""
     shardings = jax.tree.map(lambda a: a.sharding, (params, rest, opt_state))
-    replicated = jax.sharding.NamedSharding(jax.tree.leaves(shardings)[0].mesh, jax.sharding.PartitionSpec())
-    return jax.jit(
-        _train_step, static_argnums=(0, 1), static_argnames=("loss_fn",), donate_argnums=(2, 3, 4),
-        out_shardings=(*shardings, replicated),
-    )
+    leaves, treedef = jax.tree.flatten(shardings)
+    key = (treedef, tuple(leaves))
+    if key not in _SHARDED_STEPS:  # equal shardings reuse one jitted function (and its compilation)
+        replicated = jax.sharding.NamedSharding(leaves[0].mesh, jax.sharding.PartitionSpec())
+        if len(_SHARDED_STEPS) >= 8:
+            _SHARDED_STEPS.pop(next(iter(_SHARDED_STEPS)))
+        _SHARDED_STEPS[key] = jax.jit(
+            _train_step, static_argnums=(0, 1), static_argnames=("loss_fn",), donate_argnums=(2, 3, 4),
+            out_shardings=(*shardings, replicated),
+        )
+    return _SHARDED_STEPS[key]
+
+
+_SHARDED_STEPS: dict = {}
 
 
 @partial(jax.jit, static_argnums=0)
@@ -238,14 +247,17 @@ EVAL_STREAM = 1  # batch_rng stream of evaluation batches (training uses stream 
 
 
 def estimate_loss(graphdef, params, rest, data: TokenData, tc: TrainConfig, block_size: int, mesh=None) -> dict:
-    """Mean loss over eval_batches fixed batches of each split (same batches every call)."""
-    from physnets_jax.training.sharding import put_batch
+    """Mean loss over eval_batches fixed batches of each split (same batches every call); with a
+    mesh, each process reads only its rows of every batch."""
+    from physnets_jax.training.sharding import global_batch
 
     out = {}
     for split in ("train", "val"):
         losses = [
-            eval_loss(graphdef, params, rest,
-                      *put_batch(mesh, *data.batch_at(split, tc.batch_size, block_size, tc.seed, i, EVAL_STREAM)))
+            eval_loss(graphdef, params, rest, *global_batch(
+                mesh, tc.batch_size,
+                lambda rows, split=split, i=i: data.batch_at(split, tc.batch_size, block_size, tc.seed, i,
+                                                              EVAL_STREAM, rows=rows)))
             for i in range(tc.eval_batches)
         ]
         out[split] = float(np.mean(jax.device_get(losses)))
@@ -354,12 +366,24 @@ def train(
     sequence equals an uninterrupted run's. metrics_path: one JSON record per log/eval step
     (on resume, records after the checkpoint are dropped first). meta: extra JSON stored in
     checkpoints and compared on resume (e.g. data_fingerprint). mesh: a jax.sharding.Mesh with
-    axes (data, fsdp). sample_fn(model) -> text printed at each evaluation.
+    axes (data, fsdp), possibly over the devices of several processes: then every process calls
+    train() alike, reads only its rows of each batch, and writes its checkpoint shards; only
+    process 0 prints and writes metrics; the model ends with host-local copies of the weights
+    (gathered from all processes). sample_fn(model) -> text printed at each evaluation.
     """
     from physnets_jax.training.checkpoint import Checkpointer, CheckpointError
-    from physnets_jax.training.sharding import put_batch, shard_tree
+    from physnets_jax.training.sharding import (
+        any_process,
+        check_batch,
+        global_batch,
+        shard_tree,
+        to_local,
+    )
 
     block_size = block_size or model.cfg.block_size
+    check_batch(mesh, tc.batch_size, "batch_size")
+    main = jax.process_index() == 0
+    multiprocess = mesh is not None and jax.process_count() > 1
     tx = _cached_optimizer(tc)  # the same object for equal configs: the jitted step is reused
     schedule = make_schedule(tc)
     loss_fn = make_loss(tc)
@@ -392,6 +416,8 @@ def train(
         if start > tc.steps:
             raise CheckpointError(f"checkpoint step {start} is beyond steps={tc.steps}; pass a larger --steps")
     say = print_fn or (lambda message: print(message, flush=True))
+    if not main:
+        say = lambda message: None  # noqa: E731  (process 0 speaks for the run)
 
     metrics_file = None
     if metrics_path is not None:
@@ -407,7 +433,8 @@ def train(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=tc.steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
-        say = print_fn or bar.write
+        if main:
+            say = print_fn or bar.write
     tokens_per_step = tc.batch_size * block_size
     history, losses = [], {}
     pending: list[tuple[int, jax.Array]] = []
@@ -459,7 +486,9 @@ def train(
     try:
         with _StopFlag(handle_signals) as stop:
             for step in range(start + 1, tc.steps + 1):
-                x, y = put_batch(mesh, *data.batch_at("train", tc.batch_size, block_size, tc.seed, step))
+                x, y = global_batch(
+                    mesh, tc.batch_size,
+                    lambda rows, step=step: data.batch_at("train", tc.batch_size, block_size, tc.seed, step, rows=rows))
                 params, rest, opt_state, loss = step_fn(graphdef, tx, params, rest, opt_state, x, y, loss_fn=loss_fn)
                 pending.append((step, loss))
                 steps_window += 1
@@ -491,8 +520,10 @@ def train(
                               "val_loss": split_losses["val"]}
                     say(f"step {step}: train {split_losses['train']:.4f}, val {split_losses['val']:.4f}")
                     if sample_fn is not None and tc.sample_tokens > 0 and step != tc.steps:  # caller samples at the end
-                        sample_model = nnx.merge(graphdef, params, rest)
-                        say("sample: " + sample_fn(sample_model).replace("\n", "\n        "))
+                        local_params, local_rest = to_local((params, rest))
+                        if main:
+                            sample_model = nnx.merge(graphdef, local_params, local_rest)
+                            say("sample: " + sample_fn(sample_model).replace("\n", "\n        "))
                     t_window += time.perf_counter() - t_eval  # evaluation is not training time
                 if record is not None:
                     emit(record)
@@ -502,7 +533,15 @@ def train(
                     t_window += time.perf_counter() - t_save  # nor is saving
                 if bar is not None:
                     bar.update(1)
-                if stop.signum is not None:
+                if multiprocess:
+                    # every process must stop after the same step: the flags are compared at log and
+                    # checkpoint steps (a collective), so a signal takes effect at the next of those
+                    if record is not None or (tc.ckpt_interval and step % tc.ckpt_interval == 0):
+                        if any_process(stop.signum is not None):
+                            interrupted = (signal.Signals(stop.signum).name if stop.signum is not None
+                                           else "a signal to another process")
+                            break
+                elif stop.signum is not None:
                     interrupted = signal.Signals(stop.signum).name
                     break
             flush_losses()
@@ -519,7 +558,7 @@ def train(
         t_timed += time.perf_counter() - t_window
         timed_steps += steps_window
     elapsed = time.perf_counter() - t_start
-    nnx.update(model, params, rest)
+    nnx.update(model, *to_local((params, rest)))
     model.eval()
     evals = [r for r in history if "val_loss" in r]
     return {
