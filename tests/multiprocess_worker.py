@@ -16,6 +16,7 @@ import io
 import json
 import os
 import pathlib
+import signal
 import sys
 import time
 
@@ -61,19 +62,25 @@ def record_rows(log: dict):
     return original
 
 
-def die_at_step(step: int, marker: pathlib.Path):
-    """Make this process exit abruptly (no cleanup, like a crash) when it reads the batch of `step`."""
+def at_step(step: int, action):
+    """Call action() when this process reads the training batch of `step`."""
     from physnets_jax.training.data import TokenData
 
     original = TokenData.batch_at
 
     def batch_at(self, split, batch_size, block_size, seed, s, stream=0, rows=None):
         if split == "train" and stream == 0 and s == step:
-            marker.write_text(str(time.time()))
-            os._exit(7)
+            action()
         return original(self, split, batch_size, block_size, seed, s, stream, rows=rows)
 
     TokenData.batch_at = batch_at
+    return original
+
+
+def crash(marker: pathlib.Path):
+    """Exit abruptly (no cleanup, like a crash), noting the time in `marker` first."""
+    marker.write_text(str(time.time()))
+    os._exit(7)
 
 
 def main() -> None:
@@ -93,6 +100,7 @@ def main() -> None:
         result["unreachable"] = run_cli([*base, "--run-dir", str(bad / "coordinator"), "--coordinator-timeout", "2"])
         for key in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
             del os.environ[key]
+        result["no_cluster"] = run_cli([*base, "--run-dir", str(bad / "no_cluster"), "--distributed"])
         cases = {
             "mesh_size": ["--mesh", "data:2,fsdp:4"],
             "duplicate_axis": ["--mesh", "data:2,data:2"],
@@ -125,11 +133,19 @@ def main() -> None:
                                 "--resume-step", "2", *dist])
     result["rows"] = {k: v for k, v in rows.items() if k != "on"}
     result["cpu_seconds"] = time.process_time() - t_start
-    (out / f"pair{pid}.json").write_text(json.dumps(result))
-    # last: process 1 crashes while reading step 3 of a new run; process 0 must not hang
+    # a signal to process 1 alone stops both after the same step, with a checkpoint (Ctrl-C, SIGTERM)
+    from physnets_jax.training.data import TokenData
+
     if pid == 1:
-        die_at_step(3, out / "died_at")
-    run_cli([*base, "--mesh", "data:2,fsdp:2", "--run-dir", str(out / "crash"), *dist])
+        original = at_step(2, lambda: signal.raise_signal(signal.SIGINT))
+    result["interrupt"] = run_cli([*base, "--mesh", "data:2,fsdp:2", "--run-dir", str(out / "crash"), *dist])
+    if pid == 1:
+        TokenData.batch_at = original
+    (out / f"pair{pid}.json").write_text(json.dumps(result))
+    # last: process 1 crashes while reading step 3 of the resumed run; process 0 must not hang
+    if pid == 1:
+        at_step(3, lambda: crash(out / "died_at"))
+    run_cli([*base, "--mesh", "data:2,fsdp:2", "--run-dir", str(out / "crash"), "--resume", *dist])
     (out / f"pair{pid}-survived").write_text("the run ended normally although the other process died")
 
 

@@ -184,6 +184,18 @@ def test_export_of_a_two_process_run_loads_in_both_backends(runs, tmp_path, caps
     assert np.abs(jax_logits).max() > 0.1
 
 
+def test_a_signal_to_one_process_stops_both_after_the_same_step(runs):
+    for i in (0, 1):
+        result = runs["pair"][i]["interrupt"]
+        assert result["rc"] == 130, result["stderr"][-3000:]
+    crash_run = runs["out"] / "crash"
+    records = [json.loads(line) for line in (crash_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records][:2] == [1, 2]  # stopped after step 2 (then resumed below)
+    two = losses(runs["out"] / "two")
+    np.testing.assert_allclose([r["loss"] for r in records[:2]], [two[1], two[2]], rtol=RTOL)
+    assert "2" in {p.name for p in (crash_run / "checkpoints").iterdir()}
+
+
 def test_a_crashed_process_stops_the_other_instead_of_hanging(runs):
     crash = runs["crash"]
     assert crash["died_at"] is not None and crash["rc"][1] == 7  # process 1 crashed as planned
@@ -201,6 +213,7 @@ def test_bad_input_is_one_error_line_and_writes_nothing(runs):
         "duplicate_axis": ("axis 'data' is given twice",),
         "batch": ("--batch-size 6", "4 devices of the mesh"),
         "unreachable": ("could not reach the coordinator at 127.0.0.1:",),
+        "no_cluster": ("could not start a multi-process run", "JAX_COORDINATOR_ADDRESS"),  # --distributed
     }
     for name, parts in expected.items():
         result = single[name]

@@ -304,6 +304,8 @@ def initialize_distributed(force: bool = False, *, timeout: float = 300, heartbe
             f"could not start a multi-process run ({err}); set {COORDINATOR_ENV}, {NUM_PROCESSES_ENV} and "
             f"{PROCESS_ID_ENV}, or run under Slurm, Open MPI or on a Cloud TPU pod slice"
         ) from None
+    except RuntimeError as err:  # JAX already ran something in this interpreter
+        raise ValueError(f"could not start a multi-process run: {err} Start the training in a fresh process.") from None
     return True
 
 
