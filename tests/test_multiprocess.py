@@ -73,7 +73,7 @@ def runs(tmp_path_factory):
     single = subprocess.Popen([sys.executable, str(WORKER), "single", str(out)], env=_env(4, **cache),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(out / "single-fresh.json", single, 300)
+        _wait_for(out / "single-fresh.json", single, 600)
         shutil.copytree(out / "one", out / "one_to_two")
         port = free_port()
         pair = [
@@ -84,7 +84,7 @@ def runs(tmp_path_factory):
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             for i in (0, 1)
         ]
-        stderr = [p.communicate(timeout=400)[1] for p in pair]
+        stderr = [p.communicate(timeout=900)[1] for p in pair]
         ended = time.time()
         if (out / "two").is_dir():
             shutil.copytree(out / "two", out / "two_to_one")
