@@ -248,9 +248,10 @@ class CharTokenizer:
 
     @classmethod
     def load(cls, path: str | pathlib.Path) -> CharTokenizer:
-        """Read a vocabulary written by save()."""
-        data = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
-        return cls(data["chars"])
+        """Read a vocabulary written by save() (errors name the file)."""
+        from physnets_core.export_format import read_json
+
+        return cls(read_json(path)["chars"])
 
 
 class BPETokenizer:
@@ -336,10 +337,19 @@ def load_tokenizer(path: str | pathlib.Path):
         path = path / TOKENIZER_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no tokenizer file at {path}")
-    data = json.loads(path.read_text(encoding="utf-8"))
+    from physnets_core.export_format import read_json
+
+    data = read_json(path)
     if data.get("kind") == "char":
+        if not isinstance(data.get("chars"), str) or not data["chars"]:
+            raise ValueError(f"{path} is a char tokenizer without its characters ('chars' must be a non-empty string)")
         return CharTokenizer(data["chars"])
-    return BPETokenizer.load(path)
+    try:
+        return BPETokenizer.load(path)
+    except Exception as err:  # the tokenizers library raises its own exception type
+        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise ValueError(f"{path} is neither a char tokenizer nor a BPE tokenizer of the tokenizers library "
+                         f"({reason})") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -424,12 +434,10 @@ class TokenData:
 def prepare_data(
     text: str, *, tokenizer: str = "char", vocab_size: int | None = None, val_fraction: float = 0.1,
     out_dir: str | pathlib.Path | None = None, memmap: bool = False, existing_tokenizer=None,
-    save_tokenizer: bool = True,
 ):
     """Split text, train the tokenizer on the train split (char: on all text, so val characters
-    are known), encode both splits. With out_dir the tokenizer is saved there as tokenizer.json
-    (unless save_tokenizer is False), and with memmap the splits are written as train.bin /
-    val.bin and memory-mapped.
+    are known), encode both splits. With out_dir the tokenizer is saved there as tokenizer.json,
+    and with memmap the splits are written as train.bin / val.bin and memory-mapped.
     Returns (tokenizer, TokenData)."""
     train_text, val_text = split_text(text, val_fraction)
     if existing_tokenizer is not None:
@@ -442,7 +450,7 @@ def prepare_data(
     if out_dir is not None:
         out_dir = pathlib.Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        if existing_tokenizer is None and save_tokenizer:
+        if existing_tokenizer is None:
             tok.save(out_dir / TOKENIZER_FILE)
         if memmap:
             train_ids = write_tokens(out_dir / "train.bin", train_ids, tok.vocab_size)

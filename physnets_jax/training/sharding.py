@@ -308,7 +308,3 @@ def initialize_distributed(force: bool = False, *, timeout: float = 300, heartbe
         raise ValueError(f"could not start a multi-process run: {err} Start the training in a fresh process.") from None
     return True
 
-
-def maybe_initialize_distributed() -> bool:
-    """initialize_distributed() with the default timeouts (kept for existing callers)."""
-    return initialize_distributed()
