@@ -113,7 +113,18 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--log-interval", type=int, help=f"steps between loss logs ({d['log_interval']})")
     g.add_argument("--sample-tokens", type=int, help=f"length of the samples printed ({d['sample_tokens']}; 0 = none)")
     g.add_argument("--eval-lengths", help="after training, val loss at these lengths, e.g. 256,512,1024")
-    g.add_argument("--mesh", help="shard over devices: data:N (data parallel), fsdp:N, or data:2,fsdp:2")
+    g.add_argument("--mesh", help="shard over devices: data:N (data parallel), fsdp:N, or data:2,fsdp:2; the "
+                                  "product must equal the device count of all processes (default with several "
+                                  "processes: data:-1)")
+    g = p.add_argument_group("several processes (docs/training.md, 'Several processes')")
+    g.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize() even when no JAX_COORDINATOR_ADDRESS / Slurm / Open MPI "
+                        "variable says so (a Cloud TPU pod slice: JAX finds the other workers itself)")
+    g.add_argument("--coordinator-timeout", type=float, default=300.0,
+                   help="seconds to wait for the coordinator (process 0) and all processes at start (300)")
+    g.add_argument("--heartbeat-timeout", type=int, default=100,
+                   help="seconds after which a process that stopped responding is declared dead and every "
+                        "process of the run exits with an error (100)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     g.add_argument("--no-plot", action="store_true", help="do not write loss.png")
 
@@ -472,13 +483,20 @@ def _write_run_files(folder: pathlib.Path, cfg, tc, spec: dict, options: dict) -
     (folder / "config.json").write_text(cfg.to_json() + "\n", encoding="utf-8")
 
 
-def _plan_fresh(args, given: dict[str, Any]) -> RunPlan:
+def _plan_fresh(args, given: dict[str, Any], mesh=None) -> RunPlan:
     """Check every option and the target folder, then prepare the new run folder beside it:
-    tokenizer, token files, run.json, config.json. The user's folder is not touched."""
+    tokenizer, token files, run.json, config.json (process 0). The user's folder is not touched."""
+    import jax
+
     from physnets_core.folders import abandon_staging, begin_staging, check_target
+    from physnets_jax.training.sharding import check_batch
 
     o = _fresh_options(args, given)
     tc, spec = _check_fresh_options(o, given)
+    check_batch(mesh, tc.batch_size)
+    if not args.run_dir and jax.process_count() > 1:
+        raise CLIError("a multi-process run needs --run-dir (one folder that every process can see); "
+                       "the default name holds the start time, which differs between processes")
     run_dir = pathlib.Path(args.run_dir) if args.run_dir else _default_run_dir(o["preset"], o["size"])
     try:
         check_target(run_dir, overwrite=args.overwrite, kinds=("run",), sources=[_local_source(o["data"])],
@@ -486,6 +504,7 @@ def _plan_fresh(args, given: dict[str, Any]) -> RunPlan:
     except FileExistsError:
         raise CLIError(f"run folder {run_dir} already exists; pass --overwrite to replace it, "
                        "or --resume to continue it") from None
+    _sync("physnets-run-folder-checked")  # every process has looked before process 0 replaces it
     staging = begin_staging(run_dir) if _is_main() else None
     try:
         tokenizer, data, fp = _load_data(spec, staging)
@@ -518,12 +537,13 @@ def _read_run_file(run_dir: pathlib.Path) -> dict:
     return saved
 
 
-def _plan_resume(args, given: dict[str, Any]) -> RunPlan:
+def _plan_resume(args, given: dict[str, Any], mesh=None) -> RunPlan:
     """Read run.json, check the options given against it, check the folder is writable and the
     data unchanged (token files against their checksums)."""
     from physnets_core.config import ModelConfig
     from physnets_core.folders import check_writable
     from physnets_jax.training.data import load_tokenizer
+    from physnets_jax.training.sharding import check_batch
     from physnets_jax.training.train import TrainConfig
 
     if not args.run_dir:
@@ -554,6 +574,7 @@ def _plan_resume(args, given: dict[str, Any]) -> RunPlan:
     if "keep" in given:
         tc_dict["keep_checkpoints"] = given["keep"]
     tc = TrainConfig.from_dict(tc_dict)
+    check_batch(mesh, tc.batch_size)
     if _is_main():
         check_writable(run_dir)
         if (run_dir / "checkpoints").is_dir():
@@ -594,8 +615,14 @@ def _print_header(plan: RunPlan, model, mesh) -> None:
     from physnets_jax.model import count_params
 
     tc, cfg, tok, data = plan.tc, plan.cfg, plan.tokenizer, plan.data
-    devices = (f"{len(jax.devices())} {jax.devices()[0].platform} devices, mesh {dict(mesh.shape)}" if mesh
-               else jax.devices()[0].platform)
+    from physnets_jax.training.sharding import describe_mesh
+
+    if not _is_main():
+        return
+    devices = jax.devices()[0].platform
+    if mesh is not None:
+        procs = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
+        devices = f"{len(jax.devices())} {devices} devices{procs}, mesh {describe_mesh(mesh)}"
     print(
         f"{plan.options.get('preset')}-{plan.options.get('size')}: {count_params(model):,} parameters ({tok.kind} "
         f"vocab {tok.vocab_size}, {len(data.train):,} train / {len(data.val):,} val tokens); {tc.steps} steps of "
@@ -608,9 +635,11 @@ def _print_header(plan: RunPlan, model, mesh) -> None:
 
 def _report(summary: dict, plan: RunPlan, invocation: str) -> int | None:
     """Print how training ended; the exit status when it was interrupted, else None."""
+    import builtins
     import math
 
     tc = plan.tc
+    print = builtins.print if _is_main() else (lambda *a, **k: None)  # process 0 speaks for the run
     if summary["interrupted"]:
         print(f"interrupted by {summary['interrupted']} after step {summary['steps']}; checkpoint saved to "
               f"{summary['checkpoint']}\ncontinue with: {invocation} --run-dir {plan.run_dir} --resume", flush=True)
@@ -649,20 +678,24 @@ def _after_training(plan: RunPlan, model, lengths: list[int], sample_fn, no_plot
 def train_command(args: argparse.Namespace) -> int:
     """Run `train`: fresh (everything checked and prepared beside the run folder first), or
     --resume / --resume-step from a run folder."""
-    from physnets_jax.training.sharding import maybe_initialize_distributed
+    from physnets_jax.training.sharding import initialize_distributed
 
-    maybe_initialize_distributed()
+    # before JAX starts (it fixes the devices) and before anything is read or written
+    initialize_distributed(args.distributed, timeout=args.coordinator_timeout,
+                           heartbeat_timeout=args.heartbeat_timeout)
+    import jax
+
     from physnets_jax.training.train import train
 
     given = _given_options(args)
     lengths = _parse_lengths(args.eval_lengths)
     mesh = None
-    if args.mesh:
+    if args.mesh or jax.process_count() > 1:
         from physnets_jax.training.sharding import make_mesh
 
-        mesh = make_mesh(args.mesh)
+        mesh = make_mesh(args.mesh or "data:-1")
     resume = args.resume or args.resume_step is not None
-    plan = _plan_resume(args, given) if resume else _plan_fresh(args, given)
+    plan = _plan_resume(args, given, mesh) if resume else _plan_fresh(args, given, mesh)
     model = _build_and_commit(plan, lengths)
     _print_header(plan, model, mesh)
     sample_fn = _sampler(plan.tokenizer, plan.data, plan.tc.sample_tokens, plan.tc.seed)

@@ -371,7 +371,8 @@ def write_tokens(path: str | pathlib.Path, ids: np.ndarray, vocab_size: int) -> 
     """Write ids to a raw binary file (uint16/uint32) and return it memory-mapped read-only."""
     path = pathlib.Path(path)
     dtype = token_dtype(vocab_size)
-    tmp = path.with_name(path.name + ".tmp")
+    # a name of its own per writer: the processes of a multi-process run may share the folder
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}-{os.urandom(4).hex()}")
     np.asarray(ids, dtype=dtype).tofile(tmp)
     os.replace(tmp, path)
     return open_tokens(path, vocab_size)
@@ -404,20 +405,30 @@ class TokenData:
             raise ValueError(f"split={name!r} must be 'train' or 'val'")
         return self.train if name == "train" else self.val
 
-    def batch(self, split: str, batch_size: int, block_size: int, rng: np.random.Generator):
-        """(x, y) int32 arrays (batch, block): random windows and their next-token targets."""
+    def batch(self, split: str, batch_size: int, block_size: int, rng: np.random.Generator, rows=None):
+        """(x, y) int32 arrays (batch, block): random windows and their next-token targets.
+
+        All batch_size window starts are drawn from rng; with `rows` (indices into the batch) only
+        those rows are read, so a process of a multi-process run reads just its share and its
+        rows equal the same rows of the whole batch."""
         data = self.split(split)
         if len(data) <= block_size:
             raise ValueError(
                 f"{split} split has {len(data)} tokens, fewer than block_size + 1 = {block_size + 1}"
             )
         starts = rng.integers(0, len(data) - block_size, size=batch_size)
+        if rows is not None:
+            starts = starts[np.asarray(rows, dtype=np.int64)]
+        if len(starts) == 0:
+            empty = np.zeros((0, block_size), np.int32)
+            return empty, empty
         window = np.stack([np.asarray(data[s : s + block_size + 1]) for s in starts]).astype(np.int32)
         return window[:, :-1], window[:, 1:]
 
-    def batch_at(self, split: str, batch_size: int, block_size: int, seed: int, step: int, stream: int = 0):
-        """The batch of `step` (deterministic from seed, step and stream)."""
-        return self.batch(split, batch_size, block_size, batch_rng(seed, step, stream))
+    def batch_at(self, split: str, batch_size: int, block_size: int, seed: int, step: int, stream: int = 0,
+                 rows=None):
+        """The batch of `step` (deterministic from seed, step and stream), or its `rows` only."""
+        return self.batch(split, batch_size, block_size, batch_rng(seed, step, stream), rows=rows)
 
 
 def prepare_data(

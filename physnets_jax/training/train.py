@@ -228,11 +228,20 @@ def sharded_train_step(params, rest, opt_state):
     """train_step jitted with output shardings pinned to those of the given (sharded) state, so
     every step reuses one compilation."""
     shardings = jax.tree.map(lambda a: a.sharding, (params, rest, opt_state))
-    replicated = jax.sharding.NamedSharding(jax.tree.leaves(shardings)[0].mesh, jax.sharding.PartitionSpec())
-    return jax.jit(
-        _train_step, static_argnums=(0, 1), static_argnames=("loss_fn",), donate_argnums=(2, 3, 4),
-        out_shardings=(*shardings, replicated),
-    )
+    leaves, treedef = jax.tree.flatten(shardings)
+    key = (treedef, tuple(leaves))
+    if key not in _SHARDED_STEPS:  # equal shardings reuse one jitted function (and its compilation)
+        replicated = jax.sharding.NamedSharding(leaves[0].mesh, jax.sharding.PartitionSpec())
+        if len(_SHARDED_STEPS) >= 8:
+            _SHARDED_STEPS.pop(next(iter(_SHARDED_STEPS)))
+        _SHARDED_STEPS[key] = jax.jit(
+            _train_step, static_argnums=(0, 1), static_argnames=("loss_fn",), donate_argnums=(2, 3, 4),
+            out_shardings=(*shardings, replicated),
+        )
+    return _SHARDED_STEPS[key]
+
+
+_SHARDED_STEPS: dict = {}
 
 
 @partial(jax.jit, static_argnums=0)
@@ -260,14 +269,17 @@ EVAL_STREAM = 1  # batch_rng stream of evaluation batches (training uses stream 
 
 
 def estimate_loss(graphdef, params, rest, data: TokenData, tc: TrainConfig, block_size: int, mesh=None) -> dict:
-    """Mean loss over eval_batches fixed batches of each split (same batches every call)."""
-    from physnets_jax.training.sharding import put_batch
+    """Mean loss over eval_batches fixed batches of each split (same batches every call); with a
+    mesh, each process reads only its rows of every batch."""
+    from physnets_jax.training.sharding import global_batch
 
     out = {}
     for split in ("train", "val"):
         losses = [
-            eval_loss(graphdef, params, rest,
-                      *put_batch(mesh, *data.batch_at(split, tc.batch_size, block_size, tc.seed, i, EVAL_STREAM)))
+            eval_loss(graphdef, params, rest, *global_batch(
+                mesh, tc.batch_size,
+                lambda rows, split=split, i=i: data.batch_at(split, tc.batch_size, block_size, tc.seed, i,
+                                                              EVAL_STREAM, rows=rows)))
             for i in range(tc.eval_batches)
         ]
         out[split] = float(np.mean(jax.device_get(losses)))
@@ -473,10 +485,13 @@ class _Loop:
         self.timer = _Throughput(tc.batch_size * block_size)
 
     def step(self, step: int) -> None:
-        """Run training step `step` (its batch is a pure function of seed and step)."""
-        from physnets_jax.training.sharding import put_batch
+        """Run training step `step` (its batch is a pure function of seed and step; with a mesh,
+        each process reads only the rows its devices hold)."""
+        from physnets_jax.training.sharding import global_batch
 
-        x, y = put_batch(self.mesh, *self.data.batch_at("train", self.tc.batch_size, self.block_size, self.tc.seed, step))
+        tc = self.tc
+        x, y = global_batch(self.mesh, tc.batch_size, lambda rows: self.data.batch_at(
+            "train", tc.batch_size, self.block_size, tc.seed, step, rows=rows))
         self.params, self.rest, self.opt_state, loss = self.step_fn(
             self.graphdef, self.tx, self.params, self.rest, self.opt_state, x, y, loss_fn=self.loss_fn)
         self.pending.append((step, loss))
@@ -516,8 +531,12 @@ class _Loop:
         split = estimate_loss(self.graphdef, self.params, self.rest, self.data, self.tc, self.block_size, self.mesh)
         self.say(f"step {step}: train {split['train']:.4f}, val {split['val']:.4f}")
         if self.sample_fn is not None and self.tc.sample_tokens > 0 and step != self.tc.steps:  # caller samples at the end
-            text = self.sample_fn(nnx.merge(self.graphdef, self.params, self.rest))
-            self.say("sample: " + text.replace("\n", "\n        "))
+            from physnets_jax.training.sharding import is_main_process, to_local
+
+            params, rest = to_local((self.params, self.rest))  # every process takes part in the gather
+            if is_main_process():
+                text = self.sample_fn(nnx.merge(self.graphdef, params, rest))
+                self.say("sample: " + text.replace("\n", "\n        "))
         self.timer.exclude(time.perf_counter() - t_eval)  # evaluation is not training time
         return {**(record or {"step": step}), "train_loss": split["train"], "val_loss": split["val"]}
 
@@ -599,11 +618,19 @@ def train(
     step are deleted first (docs/training.md, resume rules). metrics_path: one JSON record per
     log/eval step (on resume, records after the checkpoint are dropped first). meta: extra JSON
     stored in checkpoints and compared on resume (e.g. data_fingerprint). mesh: a
-    jax.sharding.Mesh with axes (data, fsdp). sample_fn(model) -> text printed at each evaluation.
+    jax.sharding.Mesh with axes (data, fsdp), possibly over the devices of several processes:
+    then every process calls train() alike, reads only its rows of each batch and writes its
+    checkpoint shards; only process 0 prints (pass metrics_path there only); the model ends with
+    host-local copies of the weights, gathered from all processes. sample_fn(model) -> text
+    printed at each evaluation.
     """
     from physnets_jax.training.checkpoint import Checkpointer
+    from physnets_jax.training.sharding import any_process, check_batch, is_main_process, to_local
 
     block_size = block_size or model.cfg.block_size
+    check_batch(mesh, tc.batch_size, "batch_size")
+    main = is_main_process()
+    multiprocess = mesh is not None and jax.process_count() > 1
     tx = _cached_optimizer(tc)  # the same object for equal configs: the jitted step is reused
     model.train()
     graphdef, *state = _initial_state(model, tx, mesh)
@@ -611,6 +638,8 @@ def train(
     meta = {**(meta or {}), "model_config": model.cfg.to_dict(), "train_config": tc.to_dict(),
             "param_names": names, "n_params_leaves": len(names)}
     say = print_fn or (lambda message: print(message, flush=True))
+    if not main:
+        say = lambda message: None  # noqa: E731  (process 0 speaks for the run)
     ckpt = Checkpointer(checkpoint_dir, keep=tc.keep_checkpoints) if checkpoint_dir is not None else None
     metrics_file = bar = None
     try:
@@ -636,7 +665,8 @@ def train(
                     from tqdm.auto import tqdm
 
                     bar = tqdm(total=tc.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
-                    loop.say = print_fn or bar.write
+                    if main:
+                        loop.say = print_fn or bar.write
                 loop.after_step(step)
                 if bar is not None:
                     if not new_bar:
@@ -644,7 +674,15 @@ def train(
                     if loop.history and loop.history[-1]["step"] == step and "loss" in loop.history[-1]:
                         rate = loop.history[-1]["tokens_per_s"]
                         bar.set_postfix(loss=f"{loop.losses[step]:.4f}", tok_s=f"{rate:,.0f}" if rate else "-")
-                if stop.signum is not None:
+                if multiprocess:
+                    # every process must stop after the same step: the flags are compared at log and
+                    # checkpoint steps (a collective), so a signal takes effect at the next of those
+                    if step % tc.log_interval == 0 or (tc.ckpt_interval and step % tc.ckpt_interval == 0):
+                        if any_process(stop.signum is not None):
+                            interrupted = (signal.Signals(stop.signum).name if stop.signum is not None
+                                           else "a signal to another process")
+                            break
+                elif stop.signum is not None:
                     interrupted = signal.Signals(stop.signum).name
                     break
             loop.flush_losses()
@@ -659,6 +697,6 @@ def train(
             metrics_file.close()
         if ckpt is not None:
             ckpt.close()
-    nnx.update(model, loop.params, loop.rest)
+    nnx.update(model, *to_local((loop.params, loop.rest)))
     model.eval()
     return loop.summary(step, elapsed, interrupted)
