@@ -21,7 +21,7 @@ class JaxTrainStep:
         if dtype is not None:
             cast_params(self._model, dtype)
         self.n_params = count_params(self._model)
-        self._tx = make_optimizer(TrainConfig(steps=total_steps, warmup_steps=1))
+        self._tx = make_optimizer(TrainConfig(steps=total_steps, lr=1e-3, warmup_steps=1))
         self._graphdef, self._params, self._rest = nnx.split(self._model, nnx.Param, ...)
         self._opt_state = jax.jit(self._tx.init)(self._params)  # as the trainer does: no weak types, no retrace
         self._x = jax.device_put(np.asarray(tokens_BxT).astype(np.int32))

@@ -277,13 +277,13 @@ def test_preset_parameter_counts():
 
 def test_config_validation():
     """Bad GateLoop fields raise ValueErrors naming the field, value and rule."""
-    with pytest.raises(ValueError, match="gateloop_heads=3 must divide"):
+    with pytest.raises(ValueError, match="gateloop.heads=3 must divide"):
         _cfg(mixer="gateloop", gateloop_heads=3)
-    with pytest.raises(ValueError, match="gateloop_frac_gradient=0"):
+    with pytest.raises(ValueError, match="gateloop.frac_gradient=0"):
         _cfg(gateloop_frac_gradient=0.0)
-    with pytest.raises(ValueError, match="gateloop_hybrid_layers=-1"):
+    with pytest.raises(ValueError, match="gateloop.hybrid_layers=-1"):
         _cfg(gateloop_hybrid_layers=-1)
-    with pytest.raises(ValueError, match="gateloop_scan='fast'"):
+    with pytest.raises(ValueError, match="gateloop.scan='fast'"):
         _cfg(gateloop_scan="fast")
 
 

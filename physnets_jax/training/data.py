@@ -248,9 +248,10 @@ class CharTokenizer:
 
     @classmethod
     def load(cls, path: str | pathlib.Path) -> CharTokenizer:
-        """Read a vocabulary written by save()."""
-        data = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
-        return cls(data["chars"])
+        """Read a vocabulary written by save() (errors name the file)."""
+        from physnets_core.export_format import read_json
+
+        return cls(read_json(path)["chars"])
 
 
 class BPETokenizer:
@@ -336,10 +337,19 @@ def load_tokenizer(path: str | pathlib.Path):
         path = path / TOKENIZER_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no tokenizer file at {path}")
-    data = json.loads(path.read_text(encoding="utf-8"))
+    from physnets_core.export_format import read_json
+
+    data = read_json(path)
     if data.get("kind") == "char":
+        if not isinstance(data.get("chars"), str) or not data["chars"]:
+            raise ValueError(f"{path} is a char tokenizer without its characters ('chars' must be a non-empty string)")
         return CharTokenizer(data["chars"])
-    return BPETokenizer.load(path)
+    try:
+        return BPETokenizer.load(path)
+    except Exception as err:  # the tokenizers library raises its own exception type
+        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise ValueError(f"{path} is neither a char tokenizer nor a BPE tokenizer of the tokenizers library "
+                         f"({reason})") from None
 
 
 # --------------------------------------------------------------------------------------------
