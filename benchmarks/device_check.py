@@ -531,6 +531,12 @@ def orchestrate(cells: list[dict], backends: list[str], args) -> dict:
         if proc is not runner.proc:
             continue  # a killed worker's late lines
         if event is None:  # the worker exited
+            if runner.backend not in hello:  # before saying hello: it could not even start
+                why = runner.last_log_line() or f"exit status {proc.returncode}"
+                hello[runner.backend] = {"accelerator": False, "device": f"worker failed: {why}", "version": "?"}
+                for c in runner.pending:
+                    results[c["id"]] = {"note": f"worker failed to start: {why}"[:240]}
+                runner.pending = []
             if runner.current is not None:
                 why = runner.last_log_line() or f"exit status {proc.returncode}"
                 results[runner.current] = {"note": f"worker died: {why}"[:240]}
