@@ -83,6 +83,16 @@ def crash(marker: pathlib.Path):
     os._exit(7)
 
 
+def wait_for(marker: pathlib.Path, timeout: float = 900) -> str:
+    """The text of `marker` once the test has written it (a copied run folder is ready)."""
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{marker} did not appear within {timeout} s")
+        time.sleep(0.1)
+    return marker.read_text().strip()
+
+
 def main() -> None:
     t_start = time.process_time()
     role, out = sys.argv[1], pathlib.Path(sys.argv[2])
@@ -111,11 +121,7 @@ def main() -> None:
         # the single-process reference run, then (once the pair is done) a resume of the pair's run
         result["fresh"] = run_cli([*base, "--mesh", "data:2,fsdp:2", "--run-dir", str(out / "one")])
         (out / "single-fresh.json").write_text(json.dumps(result))
-        go = out / "go"
-        deadline = time.monotonic() + 600
-        while not go.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if go.read_text().strip() == "resume":
+        if wait_for(out / "two_to_one-ready") == "resume":
             result["resume"] = run_cli([*base, "--mesh", "data:2,fsdp:2", "--run-dir", str(out / "two_to_one"),
                                         "--resume-step", "2"])
         result["cpu_seconds"] = time.process_time() - t_start
@@ -129,6 +135,8 @@ def main() -> None:
     result["fresh"] = run_cli([*base, "--mesh", "data:2,fsdp:2", "--run-dir", str(out / "two"), *dist])
     result["written_fresh"] = sorted(set(written))
     rows["on"] = False
+    (out / f"pair{pid}-fresh-done").write_text(str(result["fresh"]["rc"]))
+    wait_for(out / "one_to_two-ready")
     result["resume"] = run_cli([*base, "--mesh", "data:2,fsdp:2", "--run-dir", str(out / "one_to_two"),
                                 "--resume-step", "2", *dist])
     result["rows"] = {k: v for k, v in rows.items() if k != "on"}

@@ -4,8 +4,9 @@ process holding all 4 devices: same per-step losses, same global batches (each p
 only its rows), checkpoints that move between process counts, an export both backends load, only
 process 0 writing the run's files, and a crashed process that stops the other instead of hanging.
 
-One module fixture runs everything with three interpreters (one single-process, two paired) so
-the train step compiles once per interpreter; the tests below only read what they recorded.
+One module fixture runs everything with three interpreters (one single-process, two paired, all
+started at once) so the train step compiles once per interpreter; the tests below only read what
+they recorded.
 """
 
 from __future__ import annotations
@@ -50,9 +51,9 @@ def _env(devices: int, **extra: str) -> dict:
 def _wait_for(path: pathlib.Path, proc: subprocess.Popen, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
-        if proc.poll() is not None:
-            raise AssertionError(f"worker exited ({proc.returncode}) before writing {path.name}:\n"
-                                 + proc.stderr.read()[-4000:])
+        if proc.poll() is not None and not path.exists():
+            raise AssertionError(f"worker {proc.args[-2]} exited ({proc.returncode}) before writing {path.name}; "
+                                 f"its stderr is in {proc.args[-1]}")
         if time.monotonic() > deadline:
             raise AssertionError(f"no {path.name} after {timeout} s")
         time.sleep(0.2)
@@ -69,32 +70,43 @@ def runs(tmp_path_factory):
             "--data", str(out / "corpus.txt")]
     (out / "common.json").write_text(json.dumps(
         {"args": args, "heartbeat": HEARTBEAT, "dead_address": f"127.0.0.1:{free_port()}"}))
-    cache = {"JAX_COMPILATION_CACHE_DIR": str(out / "jax-cache")}
+    port = free_port()
     t0 = time.monotonic()
-    single = subprocess.Popen([sys.executable, str(WORKER), "single", str(out)], env=_env(4, **cache),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # all three at once (the pair needs the single run's folder only for its second command): on
+    # two cores the single process's compilation overlaps the pair's
+    logs = {name: open(out / f"{name}.stderr", "w") for name in ("single", "pair0", "pair1")}  # noqa: SIM115
+    single = subprocess.Popen([sys.executable, str(WORKER), "single", str(out)], env=_env(4),
+                              stdout=subprocess.DEVNULL, stderr=logs["single"])
+    pair = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), "pair", str(out)],
+            env=_env(2, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)),
+            stdout=subprocess.DEVNULL, stderr=logs[f"pair{i}"])
+        for i in (0, 1)
+    ]
     try:
-        _wait_for(out / "single-fresh.json", single, 600)
+        # hand each side a copy of the other's run folder once it is complete
+        _wait_for(out / "single-fresh.json", single, 900)
         shutil.copytree(out / "one", out / "one_to_two")
-        port = free_port()
-        pair = [
-            subprocess.Popen(
-                [sys.executable, str(WORKER), "pair", str(out)],
-                env=_env(2, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
-                         JAX_PROCESS_ID=str(i), **cache),
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            for i in (0, 1)
-        ]
-        stderr = [p.communicate(timeout=900)[1] for p in pair]
-        ended = time.time()
-        if (out / "two").is_dir():
+        (out / "one_to_two-ready").write_text("resume")
+        _wait_for(out / "pair0-fresh-done", pair[0], 900)
+        _wait_for(out / "pair1-fresh-done", pair[1], 900)
+        ok = (out / "two").is_dir()
+        if ok:
             shutil.copytree(out / "two", out / "two_to_one")
-        (out / "go").write_text("resume" if (out / "two_to_one").is_dir() else "stop")
-        single_err = single.communicate(timeout=300)[1]
+        (out / "two_to_one-ready").write_text("resume" if ok else "stop")
+        for p in pair:
+            p.wait(timeout=900)
+        ended = time.time()
+        single.wait(timeout=300)
     finally:
-        for p in [single, *locals().get("pair", [])]:
+        for p in [single, *pair]:
             if p.poll() is None:
                 p.kill()
+        for f in logs.values():
+            f.close()
+    stderr = [(out / f"pair{i}.stderr").read_text() for i in (0, 1)]
+    single_err = (out / "single.stderr").read_text()
     assert single.returncode == 0, single_err[-4000:]
     for i in (0, 1):
         assert (out / f"pair{i}.json").is_file(), f"process {i} ({pair[i].returncode}):\n{stderr[i][-4000:]}"

@@ -613,10 +613,9 @@ def _print_header(plan: RunPlan, model, mesh) -> None:
     import jax
 
     from physnets_jax.model import count_params
-
-    tc, cfg, tok, data = plan.tc, plan.cfg, plan.tokenizer, plan.data
     from physnets_jax.training.sharding import describe_mesh
 
+    tc, cfg, tok, data = plan.tc, plan.cfg, plan.tokenizer, plan.data
     if not _is_main():
         return
     devices = jax.devices()[0].platform

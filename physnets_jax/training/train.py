@@ -629,6 +629,9 @@ def train(
 
     block_size = block_size or model.cfg.block_size
     check_batch(mesh, tc.batch_size, "batch_size")
+    if mesh is None and jax.process_count() > 1:
+        raise ValueError(f"this is one of {jax.process_count()} processes: pass a mesh over all their devices "
+                         "(e.g. make_mesh('data:-1')), or every process would train a model of its own")
     main = is_main_process()
     multiprocess = mesh is not None and jax.process_count() > 1
     tx = _cached_optimizer(tc)  # the same object for equal configs: the jitted step is reused
