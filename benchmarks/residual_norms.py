@@ -75,7 +75,7 @@ def measure(model, data, cfg, batches=4):
 
 
 def train(model, data, cfg, steps: int):
-    tc = TrainConfig(steps=steps, batch_size=16, warmup_steps=max(steps // 10, 1))
+    tc = TrainConfig(steps=steps, batch_size=16, lr=1e-3, warmup_steps=max(steps // 10, 1))
     tx = make_optimizer(tc)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     opt_state = tx.init(params)

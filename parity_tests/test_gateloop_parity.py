@@ -105,6 +105,8 @@ MODELS = {
     "hybrid-nano": lambda: preset("gateloop", "nano", mixer="hybrid", gateloop_hybrid_layers=1),
     "simple_gateloop-nano": lambda: preset("gateloop", "nano", mixer="simple_gateloop"),
     "gateloop-nano-associative": lambda: preset("gateloop", "nano", gateloop_scan="associative"),
+    "gateloop-nano-chunked_matmul": lambda: preset("gateloop", "nano", gateloop_heads=2, gateloop_scan="chunked_matmul",
+                                                   gateloop_chunk_size=4),
 }
 
 

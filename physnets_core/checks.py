@@ -7,6 +7,24 @@ in torch; the constants (initialisations, floors, valid variants) are defined on
 from __future__ import annotations
 
 # --------------------------------------------------------------------------------------------
+# Fused attention (ops/pallas_attention.py): tile rule of attention_impl="pallas"
+
+# Triton tiles are powers of two and its dots need >= 16 rows; TPU sublane tiles are 8 (float32)
+# or 16 (bfloat16) rows: one rule serves both.
+PALLAS_MIN_BLOCK = 16
+
+
+def check_pallas_block(block, field: str = "attention_block", context: str = "") -> None:
+    """ValueError unless `block` obeys the pallas tile rule: a power of two >= PALLAS_MIN_BLOCK."""
+    if isinstance(block, bool) or not isinstance(block, int) or block < PALLAS_MIN_BLOCK or block & (block - 1):
+        raise ValueError(
+            f"{field}={block!r} breaks the pallas tile rule{context}: the query/key tile must be a power of two "
+            f">= {PALLAS_MIN_BLOCK} (Triton tiles are powers of two with dots of >= 16 rows; TPU "
+            "sublane tiles are 8 or 16 rows)"
+        )
+
+
+# --------------------------------------------------------------------------------------------
 # GateLoop scan (ops/gate_loop.py)
 
 
@@ -50,6 +68,35 @@ def check_gate_loop_args(a_shape, kv_shape, a_dtype, kv_dtype, axis: int, h0_sha
                 f"(kv shape {kv_shape})"
             )
     return axis
+
+
+def check_chunked_args(q_shape, k_shape, v_shape, a_shape, h0_shape, chunk) -> None:
+    """Validate the chunked GateLoop operator's arguments (shared by both backends).
+
+    Rules: chunk a positive integer; q, k of shape (B, T, H, dk); v (B, T, H, dv) with the same
+    B, T, H and T >= 1; a (B, T, H); h0 (if given) (B, H, dk, dv).
+    """
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk={chunk!r} must be a positive integer (the chunk length in positions)")
+    q_shape, k_shape, v_shape, a_shape = (tuple(s) for s in (q_shape, k_shape, v_shape, a_shape))
+    shapes = f"q {q_shape}, k {k_shape}, v {v_shape}, a {a_shape}"
+    if not (len(q_shape) == len(k_shape) == len(v_shape) == 4 and len(a_shape) == 3):
+        raise ValueError(f"q, k, v must be (B, T, H, d) and a (B, T, H), got {shapes}")
+    if q_shape != k_shape:
+        raise ValueError(f"q and k must have the same shape (B, T, H, dk), got {shapes}")
+    if v_shape[:3] != q_shape[:3] or a_shape != q_shape[:3]:
+        raise ValueError(f"q, k, v and a must share (B, T, H), got {shapes}")
+    if q_shape[1] == 0:
+        raise ValueError(f"the sequence axis 1 must have length >= 1, got {shapes}")
+    if h0_shape is not None:
+        want = (q_shape[0], q_shape[2], q_shape[3], v_shape[3])
+        if tuple(h0_shape) != want:
+            raise ValueError(f"h0 must have shape (B, H, dk, dv) = {want}, got {tuple(h0_shape)} ({shapes})")
+
+
+# The log-space scan's floor on |a| and |kv| (the reference's eps for float32/float64; it uses 1e-7
+# for float16, which this scan never computes in).
+HEINSEN_EPS = 1e-20
 
 
 # --------------------------------------------------------------------------------------------

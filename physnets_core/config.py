@@ -19,8 +19,10 @@ import dataclasses
 import json
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from physnets_core.checks import check_pallas_block
 
 # Valid choices per slot. A new component adds its name here and its builder in both backends'
 # layers/__init__.py (EMBEDDINGS, MIXERS, ...); tests/test_registry.py checks they agree.
@@ -39,9 +41,17 @@ WAVE_ATTENTIONS = ("interference", "physics", "pure")
 WAVE_KERNELS = ("elu1", "sigmoid", "exp", "linear", "identity")
 WAVE_MODES = ("quadratic", "linear")
 WAVE_ACTIVATIONS = ("sin", "gelu_sin")
-ATTENTION_IMPLS = ("dense", "blockwise")  # attention / ripple mixers without a cache
-GATELOOP_SCANS = ("auto", "associative", "chunked", "sequential")  # JAX scan used by the GateLoop mixers;
-# auto: lax.scan ("sequential") on CPU, where it measured fastest, associative_scan on GPU/TPU
+# embedding="wave": "physics" (physics init, [A sin, A cos, phase, log1p f] -> RMS norm; preset wave_gpt) |
+# "blend" (the headline run's c04e261 version: random init, LayerNorm(s wave + (1 - s) embed), s learned)
+WAVE_EMBEDDINGS = ("physics", "blend")
+# attention / ripple mixers without a cache; "pallas": a flash kernel (JAX Pallas on GPU/TPU,
+# torch FlexAttention); "auto": pallas on GPU/TPU (torch: CUDA), dense elsewhere
+ATTENTION_IMPLS = ("dense", "blockwise", "pallas", "auto")
+GATELOOP_SCANS = ("auto", "associative", "chunked", "sequential", "heinsen", "chunked_matmul")
+# The GateLoop mixers' recurrence. auto: lax.scan ("sequential") on CPU, where it measured fastest,
+# associative_scan on GPU/TPU (torch: its own blocked scan for auto/associative/chunked/sequential);
+# heinsen: the reference's log-space scan (both backends); chunked_matmul: the operator as masked
+# matmuls inside chunks of gateloop.chunk_size positions and a scan over chunk states (both backends)
 
 
 def _require_positive_int(name: str, value: Any) -> None:
@@ -102,7 +112,8 @@ class WaveConfig:
     mode: str = "quadratic"  # pure: quadratic (T^2) | linear (chunked, O(T) memory)
     chunk_size: int = 64  # pure linear mode: chunk length
     activation: str = "sin"  # mlp="wave": sin (sin x + 0.1 x) | gelu_sin (gelu x + 0.1 sin x)
-    embed_ratio: float = 0.0  # initial share r of the standard embedding: (1-r) wave + r std
+    embed_ratio: float = 0.0  # physics embedding: share r of the standard embedding, (1-r) wave + r std
+    embedding: str = "physics"  # embedding="wave": physics | blend (docs/wave.md, "Versions")
 
     def __post_init__(self) -> None:
         _check_field_types(self, "wave.")
@@ -112,8 +123,14 @@ class WaveConfig:
         _require_choice("wave.kernel", self.kernel, WAVE_KERNELS)
         _require_choice("wave.mode", self.mode, WAVE_MODES)
         _require_choice("wave.activation", self.activation, WAVE_ACTIVATIONS)
+        _require_choice("wave.embedding", self.embedding, WAVE_EMBEDDINGS)
         if not 0.0 <= self.embed_ratio <= 1.0:
             raise ValueError(f"wave.embed_ratio={self.embed_ratio} must be in [0, 1]")
+        if self.embedding == "blend" and self.embed_ratio != 0.0:
+            raise ValueError(
+                f"wave.embed_ratio={self.embed_ratio} applies to wave.embedding='physics' only; "
+                "wave.embedding='blend' learns its share (sigmoid(wave_ratio)): leave wave.embed_ratio at 0"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,10 +146,15 @@ class GateLoopConfig:
     checkpoint: bool = False  # recompute the recurrence in the backward (memory)
     post_ln: bool = False  # simple_gateloop / hybrid: LayerNorm on the layer output
     hybrid_layers: int = 2  # hybrid: the first N blocks get a SimpleGateLoopLayer
-    scan: str = "auto"  # JAX scan: auto | associative | chunked | sequential (torch: own)
+    scan: str = "auto"  # see GATELOOP_SCANS
+    chunk_size: int = 64  # chunked_matmul (and JAX "chunked"): positions per chunk
+    swish_gating: bool = True  # gateloop: SiLU(x W_g) output gate; False: none, and no output
+    # projection when dim_inner == n_embd (the reference's add_swish_gating=False)
+    prenorm: bool = True  # simple_gateloop / hybrid: RMSNorm on the layer input
 
     def __post_init__(self) -> None:
         _check_field_types(self, "gateloop.")
+        _require_positive_int("gateloop.chunk_size", self.chunk_size)
         for name in ("heads", "dim_inner"):
             if getattr(self, name) is not None:
                 _require_positive_int(f"gateloop.{name}", getattr(self, name))
@@ -151,7 +173,8 @@ LEGACY_NAMES: dict[str, str] = {
     "ripple_decay_init": "ripple.decay_init",
     "n_waves": "wave.n_waves",
     "n_harmonics": "wave.n_harmonics",
-    **{f"wave_{f}": f"wave.{f}" for f in ("attention", "kernel", "mode", "chunk_size", "activation", "embed_ratio")},
+    **{f"wave_{f}": f"wave.{f}" for f in ("attention", "kernel", "mode", "chunk_size", "activation", "embed_ratio",
+                                           "embedding")},
     **{f"gateloop_{f.name}": f"gateloop.{f.name}" for f in dataclasses.fields(GateLoopConfig)},
 }
 
@@ -177,6 +200,7 @@ class ModelConfig:
     norm: str = "layernorm"
     norm_eps: float = 1e-5
     prenorm: bool = True  # False: post-norm blocks, x = norm(x + f(x)), no final norm
+    final_norm: bool = True  # pre-norm only: False leaves out the norm after the last block
     tie_embeddings: bool = True
 
     mlp_hidden: int | None = None  # None: the MLP kind's own default width (4x, or 8/3x for ripple)
@@ -184,7 +208,9 @@ class ModelConfig:
     attn_out_proj: bool = True  # ripple: the reference has none (False in the preset)
     # attention / ripple without a cache: "dense" materialises the (B, H, T, T) scores; "blockwise"
     # runs attention_block queries at a time, recomputed in the backward, so memory grows
-    # linearly in T (no attention-weight dropout there: use dropout=0 or eval mode)
+    # linearly in T (no attention-weight dropout there: use dropout=0 or eval mode); "pallas" is
+    # a flash kernel with tiles of min(attention_block, 128) (a power of two >= 16; no weight
+    # dropout either), for GPU/TPU; "auto" picks pallas there and dense on CPU
     attention_impl: str = "dense"
     attention_block: int = 256
 
@@ -212,6 +238,8 @@ class ModelConfig:
             _require_positive_int("mlp_hidden", self.mlp_hidden)
         _require_positive_int("attention_block", self.attention_block)
         _require_choice("attention_impl", self.attention_impl, ATTENTION_IMPLS)
+        if self.attention_impl in ("pallas", "auto"):
+            check_pallas_block(self.attention_block, context=f" of attention_impl={self.attention_impl!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
         if not self.norm_eps > 0:
@@ -419,15 +447,23 @@ def parse_assignment(item: str) -> tuple[str, Any]:
 _SIZES: dict[str, dict[str, dict[str, Any]]] = {}
 _PRESETS: dict[str, dict[str, Any]] = {}
 _DEFAULT_SIZE: dict[str, str] = {}
+_CHECKS: dict[str, Callable[[ModelConfig], None]] = {}
 
 
 def register_preset(
-    name: str, base: dict[str, Any], sizes: dict[str, dict[str, Any]], default_size: str = "small"
+    name: str, base: dict[str, Any], sizes: dict[str, dict[str, Any]], default_size: str = "small",
+    check: Callable[[ModelConfig], None] | None = None,
 ) -> None:
-    """Register a preset: base fields plus named sizes ("nano" for tests, "small" = seed)."""
+    """Register a preset: base fields plus named sizes ("nano" for tests, "small" = seed).
+
+    check(cfg), if given, runs on every config `preset(name, ...)` builds (after the overrides) and
+    raises ValueError for options the preset's version does not have.
+    """
     _PRESETS[name] = dict(base)
     _SIZES[name] = {k: dict(v) for k, v in sizes.items()}
     _DEFAULT_SIZE[name] = default_size
+    if check is not None:
+        _CHECKS[name] = check
 
 
 def preset_names() -> tuple[str, ...]:
@@ -462,7 +498,10 @@ def preset(name: str, size: str | None = None, **overrides: Any) -> ModelConfig:
             f"unknown size {size!r} for preset {name!r}; valid sizes: {', '.join(_SIZES[name])}"
         )
     fields = merge_fields(merge_fields(_PRESETS[name], _SIZES[name][size]), overrides)
-    return ModelConfig.from_dict(fields)
+    cfg = ModelConfig.from_dict(fields)
+    if name in _CHECKS:
+        _CHECKS[name](cfg)
+    return cfg
 
 
 _CHAR_SIZES = {
@@ -512,6 +551,47 @@ register_preset(
         wave=dict(attention="interference", kernel="elu1", mode="quadratic", activation="sin"),
     ),
     _WAVE_SIZES,
+)
+
+# The headline run of Wave-Native GPT (val loss 0.8877, 15,433,657 parameters at "small"): the code at
+# spectral_cnn commit c04e261 (wave_gpt.py identical at 38a89ad). Blend embedding (random init,
+# LayerNorm(s wave + (1 - s) embed), s = sigmoid(wave_ratio) learned), interference attention only,
+# gelu(x) + 0.1 sin(x) MLP, no final LayerNorm before the collapse head. Train it with QFE unprojected
+# (TrainConfig(qfe_project=False)) to match that run. docs/wave.md, "Versions".
+_HEADLINE_FIXED = (
+    # (field, the version's value, what the version has): pure attention, its kernels, its linear mode
+    # and the physics embedding came later
+    ("mixer", "wave", "only interference attention"),
+    ("wave.attention", "interference", "only interference attention"),
+    ("wave.kernel", "elu1", "only interference attention"),
+    ("wave.mode", "quadratic", "only interference attention"),
+    ("wave.chunk_size", 64, "only interference attention"),
+    ("embedding", "wave", "only the blend wave embedding"),
+    ("wave.embedding", "blend", "only the blend wave embedding"),
+)
+
+
+def _check_headline(cfg: ModelConfig) -> None:
+    values = cfg.flat_dict()
+    for field, value, has in _HEADLINE_FIXED:
+        if values[field] != value:
+            raise ValueError(
+                f"{field}={values[field]!r} is not available in preset 'wave_gpt-headline': the headline "
+                f"version (spectral_cnn c04e261) has {has}, so {field} must be {value!r}; use preset "
+                "'wave_gpt' for the other wave options"
+            )
+
+
+register_preset(
+    "wave_gpt-headline",
+    dict(
+        embedding="wave", mixer="wave", mlp="wave", residual="add", head="wave_collapse", norm="layernorm",
+        final_norm=False, bias=True, tie_embeddings=False, dropout=0.1, scaled_residual_init=False,
+        wave=dict(embedding="blend", attention="interference", kernel="elu1", mode="quadratic",
+                  activation="gelu_sin"),
+    ),
+    _WAVE_SIZES,
+    check=_check_headline,
 )
 
 # The seed's own control ("classic", WaveGPT model_type="standard"): token + learned position

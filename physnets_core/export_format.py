@@ -56,6 +56,23 @@ def read_config(path) -> ModelConfig:
         raise ValueError(f"{config_path}: {e}") from None
 
 
+def unreadable_weights_message(path, err: Exception) -> str:
+    """The error text for a model.safetensors that cannot be read (truncated, corrupt, not one)."""
+    reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+    return f"{path} is not a readable safetensors file ({reason}); export the model again"
+
+
+def check_finite_weights(path, nonfinite: dict[str, int]) -> None:
+    """Raise ValueError naming the tensors of `path` that hold NaN or inf ({name: count} of
+    non-finite values, computed by the loading backend)."""
+    bad = {k: n for k, n in nonfinite.items() if n}
+    if bad:
+        listed = ", ".join(f"{k} ({n:,} values)" for k, n in sorted(bad.items())[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise ValueError(f"{path} holds NaN or inf in {len(bad)} tensor(s): {listed}{more}; "
+                         "these weights are unusable (export them again from a good checkpoint)")
+
+
 def write_config(cfg: ModelConfig, out_dir) -> pathlib.Path:
     """Write config.json into out_dir; returns its path."""
     path = pathlib.Path(out_dir) / CONFIG_FILE

@@ -78,9 +78,10 @@ def jax_layout_from_torch(arrays: Mapping[str, np.ndarray], jax_names: Iterable[
             + (f"\n  missing keys ({len(missing)}): {', '.join(missing)}" if missing else "")
             + (f"\n  unexpected keys ({len(unexpected)}): {', '.join(unexpected)}" if unexpected else "")
         )
-    return {j: np.ascontiguousarray(swap_layout(j, np.asarray(arrays[t]))).copy() for t, j in by_torch.items()}
+    # np.array(order="C"), not np.ascontiguousarray: the latter turns 0-d (scalar) parameters into (1,)
+    return {j: np.array(swap_layout(j, np.asarray(arrays[t])), order="C") for t, j in by_torch.items()}
 
 
 def torch_layout_from_jax(flat_jax: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """{torch name: contiguous numpy array} from flat {dotted.jax.name: array}."""
-    return {torch_name(k): np.ascontiguousarray(swap_layout(k, np.asarray(v))) for k, v in flat_jax.items()}
+    return {torch_name(k): np.array(swap_layout(k, np.asarray(v)), order="C") for k, v in flat_jax.items()}

@@ -22,7 +22,15 @@ _LAZY = {
 }
 
 
+# Submodules reachable as attributes after a plain `import physnets_jax` (physnets_jax.data.load_tokenizer,
+# physnets_jax.training.data, ...), imported on first use like the names above.
+_SUBMODULES = ("config", "data", "train", "cli", "state", "training", "layers", "ops", "optim", "model", "losses",
+               "generate", "export")
+
+
 def __getattr__(name):
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'physnets_jax' has no attribute {name!r}")

@@ -15,10 +15,13 @@ from physnets_core.export_format import (
     FORMAT,
     TOKENIZER_FILE,
     WEIGHTS_FILE,
+    check_finite_weights,
     read_config,
+    unreadable_weights_message,
     weights_metadata,
     write_config,
 )
+from physnets_core.folders import StagedFolder, check_target
 from physnets_core.naming import jax_layout_from_torch, torch_layout_from_jax
 
 __all__ = ["save_pretrained", "load_pretrained", "export_checkpoint", "save_flat", "read_config",
@@ -36,28 +39,24 @@ def param_names(cfg: ModelConfig) -> list[str]:
     return list(flat_params(abstract))
 
 
-def _prepare_out_dir(out_dir: pathlib.Path, overwrite: bool) -> None:
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        if not overwrite:
-            raise FileExistsError(f"{out_dir} exists and is not empty; pass --overwrite (overwrite=True) to replace it")
-        if out_dir.is_dir():
-            shutil.rmtree(out_dir)
-        else:
-            out_dir.unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
+def save_flat(flat_jax: dict[str, np.ndarray], cfg: ModelConfig, out_dir, *, tokenizer_file=None, tokenizer=None,
+              step: int | None = None, overwrite: bool = False, sources=()) -> pathlib.Path:
+    """Write flat JAX-named parameters as an export folder (torch names/layout); returns it.
 
-
-def save_flat(flat_jax: dict[str, np.ndarray], cfg: ModelConfig, out_dir, *, tokenizer_file=None,
-              step: int | None = None, overwrite: bool = False) -> pathlib.Path:
-    """Write flat JAX-named parameters as an export folder (torch names/layout); returns it."""
+    The folder is written beside out_dir and swapped in when complete; an existing out_dir is
+    replaced only with overwrite=True, only if it is an export folder, and never when it is (or
+    contains) one of `sources` (physnets_core.folders)."""
     from safetensors.numpy import save_file
 
     out_dir = pathlib.Path(out_dir)
-    _prepare_out_dir(out_dir, overwrite)
-    save_file(torch_layout_from_jax(flat_jax), str(out_dir / WEIGHTS_FILE), metadata=weights_metadata(step))
-    write_config(cfg, out_dir)
-    if tokenizer_file is not None and pathlib.Path(tokenizer_file).is_file():
-        shutil.copyfile(tokenizer_file, out_dir / TOKENIZER_FILE)
+    check_target(out_dir, overwrite=overwrite, kinds=("export",), sources=sources, what="export folder")
+    with StagedFolder(out_dir) as tmp:
+        save_file(torch_layout_from_jax(flat_jax), str(tmp / WEIGHTS_FILE), metadata=weights_metadata(step))
+        write_config(cfg, tmp)
+        if tokenizer_file is not None and pathlib.Path(tokenizer_file).is_file():
+            shutil.copyfile(tokenizer_file, tmp / TOKENIZER_FILE)
+        if tokenizer is not None:
+            tokenizer.save(tmp / TOKENIZER_FILE)
     return out_dir
 
 
@@ -65,11 +64,7 @@ def save_pretrained(model, out_dir, *, tokenizer=None, overwrite: bool = False) 
     """Export a physnets_jax model (and optionally its tokenizer) to out_dir."""
     from physnets_jax.state import flat_params
 
-    out_dir = pathlib.Path(out_dir)
-    path = save_flat(flat_params(model), model.cfg, out_dir, overwrite=overwrite)
-    if tokenizer is not None:
-        tokenizer.save(out_dir / TOKENIZER_FILE)
-    return path
+    return save_flat(flat_params(model), model.cfg, out_dir, tokenizer=tokenizer, overwrite=overwrite)
 
 
 def export_checkpoint(source, out_dir, *, step: int | None = None, overwrite: bool = False) -> pathlib.Path:
@@ -86,6 +81,8 @@ def export_checkpoint(source, out_dir, *, step: int | None = None, overwrite: bo
         run_dir, ckpt_dir, step = source.parent.parent, source.parent, int(source.name)
     else:
         raise CheckpointError(f"{source} is neither a run folder (with checkpoints/) nor a checkpoint folder")
+    # checked before reading the checkpoint, so a refused target costs nothing
+    check_target(out_dir, overwrite=overwrite, kinds=("export",), sources=(source, run_dir), what="export folder")
     ckpt = Checkpointer(ckpt_dir)
     try:
         leaves, meta = ckpt.restore_arrays(step)
@@ -95,7 +92,7 @@ def export_checkpoint(source, out_dir, *, step: int | None = None, overwrite: bo
     flat = dict(zip(names, leaves[: len(names)], strict=True))
     cfg = ModelConfig.from_dict(meta["model_config"])
     return save_flat(flat, cfg, out_dir, tokenizer_file=run_dir / TOKENIZER_FILE, step=meta["step"],
-                     overwrite=overwrite)
+                     overwrite=overwrite, sources=(source, run_dir))
 
 
 def load_pretrained(path, *, dtype=None):
@@ -108,7 +105,14 @@ def load_pretrained(path, *, dtype=None):
     path = pathlib.Path(path)
     cfg = read_config(path)
     model = build_model(cfg, seed=0)
-    flat = jax_layout_from_torch(load_file(str(path / WEIGHTS_FILE)), param_names(cfg))
+    weights = path / WEIGHTS_FILE
+    try:
+        tensors = load_file(str(weights))
+    except Exception as err:  # safetensors raises its own error type for truncated or corrupt files
+        raise ValueError(unreadable_weights_message(weights, err)) from None
+    check_finite_weights(weights, {k: int(np.size(v) - np.count_nonzero(np.isfinite(v))) for k, v in tensors.items()
+                                   if np.issubdtype(v.dtype, np.inexact)})
+    flat = jax_layout_from_torch(tensors, param_names(cfg))
     load_flat_params(model, flat)
     if dtype is not None:
         cast_params(model, jnp.dtype(dtype))

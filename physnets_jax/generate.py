@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import jax
@@ -34,25 +35,41 @@ def _forward_cached(graphdef, state, tokens_BxT, cache):
     return logits[:, -1], cache
 
 
-@partial(jax.jit, static_argnums=0, static_argnames=("top_k", "greedy"))
-def _decode_cached(graphdef, state, last_BxV, cache, keys_Nx, temperature, *, top_k, greedy):
+PROGRESS_EVERY = 256  # tokens between two progress reports of generate(progress=...)
+_progress_callbacks: list[Callable[[int], None]] = []  # the progress function of the running call
+
+
+def _report_progress(done) -> None:
+    if _progress_callbacks:
+        _progress_callbacks[-1](int(done))
+
+
+@partial(jax.jit, static_argnums=0, static_argnames=("top_k", "greedy", "report"))
+def _decode_cached(graphdef, state, last_BxV, cache, keys_Nx, temperature, *, top_k, greedy, report=False):
     """Sample len(keys) tokens (B, N) from the prompt's last logits, one cached step per token.
 
     One compiled lax.scan for the whole loop: a Python loop of jitted steps paid a dispatch, a
     pytree flattening of every parameter and a host round trip per token, which on CPU cost more
-    than the cached step itself at small model sizes.
+    than the cached step itself at small model sizes. With `report`, a host callback inside the
+    scan reports the number of tokens done every PROGRESS_EVERY tokens (the same sampled tokens).
     """
     model = nnx.merge(graphdef, state)
     sample = partial(sample_logits, temperature=temperature, top_k=top_k, greedy=greedy)
     first_B = sample(last_BxV, keys_Nx[0])
 
-    def step(carry, key):
+    def step(carry, index_key):
+        index, key = index_key
         token_B, cache = carry
         logits_BxTxV, cache = model(token_B[:, None], cache=cache)
         next_B = sample(logits_BxTxV[:, -1], key)
+        if report:
+            done = index + 2  # the first token, and this one
+            jax.lax.cond(done % PROGRESS_EVERY == 0, lambda: jax.debug.callback(_report_progress, done, ordered=True),
+                         lambda: None)
         return (next_B, cache), next_B
 
-    _, rest_NxB = jax.lax.scan(step, (first_B, cache), keys_Nx[1:])
+    n = keys_Nx.shape[0] - 1
+    _, rest_NxB = jax.lax.scan(step, (first_B, cache), (jnp.arange(n), keys_Nx[1:]))
     return jnp.concatenate([first_B[:, None], rest_NxB.T], axis=1)
 
 
@@ -83,13 +100,15 @@ def generate(
     greedy: bool = False,
     use_cache: bool = True,
     crop: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> jax.Array:
     """Extend prompt (B, T) by max_new_tokens sampled tokens: returns (B, T + max_new_tokens).
 
     With use_cache the prompt is encoded once and each new token runs one cached step. Models
     with learned absolute positions cannot go past block_size: that raises a ValueError unless
     crop=True, which slides a block_size window and re-runs it per token (nanoGPT's behaviour).
-    The model is put in eval mode (dropout off).
+    The model is put in eval mode (dropout off). `progress(n)` is called with the number of new
+    tokens done every PROGRESS_EVERY tokens and at the end (the tokens are the same either way).
     """
     _check_generate_args(model, prompt_BxT, max_new_tokens, temperature, top_k)
     prompt_BxT = jnp.asarray(prompt_BxT)
@@ -116,9 +135,17 @@ def generate(
         dtype = jax.tree.leaves(nnx.state(model, nnx.Param))[0].dtype
         cache = model.init_cache(B, total, dtype)
         last_BxV, cache = _forward_cached(graphdef, state, prompt_BxT, cache)
-        out[:, T:] = np.asarray(_decode_cached(
-            graphdef, state, last_BxV, cache, keys, temperature, top_k=top_k, greedy=greedy
-        ))
+        if progress is not None:
+            _progress_callbacks.append(progress)
+        try:
+            out[:, T:] = np.asarray(_decode_cached(
+                graphdef, state, last_BxV, cache, keys, temperature, top_k=top_k, greedy=greedy,
+                report=progress is not None,
+            ))
+        finally:
+            if progress is not None:
+                _progress_callbacks.pop()
+                progress(max_new_tokens)
         return jnp.asarray(out)
 
     # No cache: re-run the model each step on a fixed-shape buffer (causal, so the zero padding
@@ -130,4 +157,6 @@ def generate(
         window = jnp.asarray(out[:, start : start + width])
         last_BxV = _forward_at(graphdef, state, window, t - 1 - start)
         out[:, t] = np.asarray(sample(last_BxV, keys[i]))
+        if progress is not None and ((i + 1) % PROGRESS_EVERY == 0 or i + 1 == max_new_tokens):
+            progress(i + 1)
     return jnp.asarray(out)

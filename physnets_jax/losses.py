@@ -42,12 +42,13 @@ def _qfe_projection(vocab_size: int, projection_dim: int, seed: int) -> np.ndarr
 
 def qfe_coherence(
     logits_BxTxV: jax.Array, targets_BxT: jax.Array, *, amplitude_threshold: float = 0.01,
-    temperature: float = 1.0, projection=None, projection_dim: int = QFE_PROJECTION_DIM, projection_seed: int = 0,
+    temperature: float = 1.0, projection=None, projection_dim: int | None = QFE_PROJECTION_DIM, projection_seed: int = 0,
 ) -> jax.Array:
     """QFE phase-coherence term: scalar.
 
     p = softmax(logits / temperature), y = one-hot(targets); when V > projection_dim (or a
-    projection P (V, d) is given) p <- p P and y <- P[targets]. Real FFT over the sequence axis:
+    projection P (V, d) is given) p <- p P and y <- P[targets]; projection_dim=None never projects
+    (the headline run's c04e261 version: full one-hot at any vocabulary). Real FFT over the sequence axis:
     a = rfft(p), b = rfft(y); mask = |a| > thr and |b| > thr;
     coherence = sum(|a| |b| (1 - cos(angle a - angle b)) mask) / (sum(mask) + 1e-8).
     """
@@ -58,7 +59,7 @@ def qfe_coherence(
         )
     dtype = logits_BxTxV.dtype
     probs = jax.nn.softmax(logits_BxTxV / temperature, axis=-1)
-    if projection is None and V > projection_dim:
+    if projection is None and projection_dim is not None and V > projection_dim:
         projection = qfe_projection(V, projection_dim, projection_seed)
     if projection is not None:
         if projection.ndim != 2 or projection.shape[0] != V:
@@ -86,7 +87,7 @@ def qfe_coherence(
 def qfe_loss(
     logits_BxTxV: jax.Array, targets_BxT: jax.Array, *, lambda_coherence: float = 0.05,
     amplitude_threshold: float = 0.01, temperature: float = 1.0, projection=None,
-    projection_dim: int = QFE_PROJECTION_DIM, projection_seed: int = 0,
+    projection_dim: int | None = QFE_PROJECTION_DIM, projection_seed: int = 0,
 ) -> jax.Array:
     """QFE loss = cross_entropy + lambda_coherence * qfe_coherence (defaults as physics_optim.py)."""
     ce = cross_entropy(logits_BxTxV, targets_BxT)

@@ -50,7 +50,7 @@ class Decoder(nnx.Module):
         self.cfg = cfg
         self.embedding = layers.EMBEDDINGS[cfg.embedding](cfg, rngs=rngs)
         self.blocks = nnx.List([Block(cfg, i, rngs=rngs) for i in range(cfg.n_layer)])
-        self.norm_f = make_norm(cfg, rngs=rngs) if cfg.prenorm else None
+        self.norm_f = make_norm(cfg, rngs=rngs) if cfg.prenorm and cfg.final_norm else None
         self.head = None if cfg.tie_embeddings else layers.HEADS[cfg.head](cfg, rngs=rngs)
 
     def init_cache(self, batch: int, max_len: int, dtype=jnp.float32, device=None) -> dict[str, Any]:

@@ -39,7 +39,7 @@ def jax_to_torch(jax_params) -> OrderedDict[str, torch.Tensor]:
         jax_params = _flat_jax_params(jax_params)
     out = OrderedDict()
     for name, value in jax_params.items():
-        array = np.ascontiguousarray(swap_layout(name, np.asarray(value)))
+        array = np.array(swap_layout(name, np.asarray(value)), order="C")  # keeps 0-d (scalar) parameters 0-d
         out[torch_name(name)] = torch.from_numpy(array.copy())
     return out
 

@@ -11,10 +11,13 @@ from physnets_core.export_format import (
     CONFIG_FILE,
     TOKENIZER_FILE,
     WEIGHTS_FILE,
+    check_finite_weights,
     read_config,
+    unreadable_weights_message,
     weights_metadata,
     write_config,
 )
+from physnets_core.folders import StagedFolder, check_target
 
 __all__ = ["load_pretrained", "save_pretrained", "read_config", "CONFIG_FILE", "WEIGHTS_FILE", "TOKENIZER_FILE"]
 
@@ -29,7 +32,14 @@ def load_pretrained(path, *, device=None, dtype: torch.dtype | None = None) -> t
     path = pathlib.Path(path)
     cfg = read_config(path)
     model = Decoder(cfg)
-    load_state(model, load_file(str(path / WEIGHTS_FILE)))
+    weights = path / WEIGHTS_FILE
+    try:
+        tensors = load_file(str(weights))
+    except Exception as err:  # safetensors raises its own error type for truncated or corrupt files
+        raise ValueError(unreadable_weights_message(weights, err)) from None
+    check_finite_weights(weights, {k: int((~torch.isfinite(v)).sum()) for k, v in tensors.items()
+                                   if v.is_floating_point() or v.is_complex()})
+    load_state(model, tensors)
     if dtype is not None:
         model = model.to(dtype)
     if device is not None:
@@ -38,14 +48,14 @@ def load_pretrained(path, *, device=None, dtype: torch.dtype | None = None) -> t
 
 
 def save_pretrained(model: torch.nn.Module, out_dir, *, overwrite: bool = False) -> pathlib.Path:
-    """Write a physnets_torch model as an export folder (state_dict names, config.json)."""
+    """Write a physnets_torch model as an export folder (state_dict names, config.json); an existing
+    out_dir is replaced only with overwrite=True and only if it is an export folder."""
     from safetensors.torch import save_file
 
     out_dir = pathlib.Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out_dir} exists and is not empty; pass overwrite=True to replace it")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_target(out_dir, overwrite=overwrite, kinds=("export",), what="export folder")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out_dir / WEIGHTS_FILE), metadata=weights_metadata())
-    write_config(model.cfg, out_dir)
+    with StagedFolder(out_dir) as tmp:  # written beside out_dir, swapped in when complete
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata=weights_metadata())
+        write_config(model.cfg, tmp)
     return out_dir

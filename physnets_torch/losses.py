@@ -37,9 +37,10 @@ def _qfe_projection(vocab_size: int, projection_dim: int, seed: int) -> np.ndarr
 
 def qfe_coherence(
     logits_BxTxV: torch.Tensor, targets_BxT: torch.Tensor, *, amplitude_threshold: float = 0.01,
-    temperature: float = 1.0, projection=None, projection_dim: int = 256, projection_seed: int = 0,
+    temperature: float = 1.0, projection=None, projection_dim: int | None = 256, projection_seed: int = 0,
 ) -> torch.Tensor:
-    """QFE phase-coherence term (formula: physnets_jax.losses.qfe_coherence): scalar."""
+    """QFE phase-coherence term (formula: physnets_jax.losses.qfe_coherence; projection_dim=None never
+    projects): scalar."""
     V = logits_BxTxV.shape[-1]
     if logits_BxTxV.shape[:-1] != targets_BxT.shape:
         raise ValueError(
@@ -47,7 +48,7 @@ def qfe_coherence(
         )
     dtype, device = logits_BxTxV.dtype, logits_BxTxV.device
     probs = torch.softmax(logits_BxTxV / temperature, dim=-1)
-    if projection is None and V > projection_dim:
+    if projection is None and projection_dim is not None and V > projection_dim:
         projection = qfe_projection(V, projection_dim, projection_seed)
     if projection is not None:
         if projection.ndim != 2 or projection.shape[0] != V:
@@ -77,7 +78,7 @@ def qfe_coherence(
 
 def qfe_loss(
     logits_BxTxV: torch.Tensor, targets_BxT: torch.Tensor, *, lambda_coherence: float = 0.05,
-    amplitude_threshold: float = 0.01, temperature: float = 1.0, projection=None, projection_dim: int = 256,
+    amplitude_threshold: float = 0.01, temperature: float = 1.0, projection=None, projection_dim: int | None = 256,
     projection_seed: int = 0,
 ) -> torch.Tensor:
     """QFE loss = cross_entropy + lambda_coherence * qfe_coherence (defaults as physics_optim.py)."""

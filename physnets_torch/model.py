@@ -50,7 +50,7 @@ class Decoder(nn.Module):
         self.cfg = cfg
         self.embedding = layers.EMBEDDINGS[cfg.embedding](cfg)
         self.blocks = nn.ModuleList([Block(cfg, i) for i in range(cfg.n_layer)])
-        self.norm_f = make_norm(cfg) if cfg.prenorm else None
+        self.norm_f = make_norm(cfg) if cfg.prenorm and cfg.final_norm else None
         self.head = None if cfg.tie_embeddings else layers.HEADS[cfg.head](cfg)
 
     def init_cache(self, batch: int, max_len: int, dtype=None, device=None) -> dict[str, Any]:

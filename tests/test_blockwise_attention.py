@@ -89,7 +89,7 @@ def test_blockwise_refuses_active_weight_dropout_and_bad_settings():
         tm(torch.from_numpy(tokens))
     tm.eval()
     assert torch.isfinite(tm(torch.from_numpy(tokens))).all()
-    with pytest.raises(ValueError, match="attention_impl='flash' is not known; valid choices: dense, blockwise"):
+    with pytest.raises(ValueError, match="attention_impl='flash' is not known; valid choices: dense, blockwise, pallas, auto"):
         preset("ripplegpt", "nano", attention_impl="flash")
     with pytest.raises(ValueError, match="attention_block=0"):
         preset("ripplegpt", "nano", attention_block=0)

@@ -17,7 +17,7 @@ def test_defaults_validate():
         (dict(n_layer=0), "n_layer=0 must be a positive integer"),
         (dict(vocab_size=-3), "vocab_size=-3 must be a positive integer"),
         (dict(block_size=2.5), "block_size=2.5 must be an integer"),
-        (dict(n_head=True), "n_head=True must be a positive integer"),
+        (dict(n_head=True), "n_head=True must be an integer"),
         (dict(dropout=1.0), "dropout=1.0 must be in [0, 1)"),
         (dict(mixer="lstm"), "mixer='lstm' is not a known mixer; valid choices: attention, ripple"),
         (dict(mlp="tanh"), "mlp='tanh' is not a known mlp"),

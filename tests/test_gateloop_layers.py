@@ -73,16 +73,20 @@ def reference_gateloop_attention(p, x, cfg, h0=None):
     out = out.reshape(B, T, dim_inner)
     if cfg.gateloop.sub_ln:
         out = _layer_norm(out, p["sub_ln.scale"], p["sub_ln.bias"])
-    return (_silu(x @ p["to_gates.kernel"]) * out) @ p["to_out.kernel"], S
+    if cfg.gateloop.swish_gating:
+        out = _silu(x @ p["to_gates.kernel"]) * out
+    if cfg.gateloop.swish_gating or dim_inner != cfg.n_embd:
+        out = out @ p["to_out.kernel"]
+    return out, S
 
 
-def reference_simple_gateloop(p, x, post_ln=False, reverse=False):
-    """NumPy SimpleGateLoopLayer: RMSNorm, per-channel real recurrence, out = q * h."""
+def reference_simple_gateloop(p, x, post_ln=False, reverse=False, prenorm=True):
+    """NumPy SimpleGateLoopLayer: RMSNorm (prenorm), per-channel real recurrence, out = q * h."""
     if reverse:
         x = x[:, ::-1]
     dim = x.shape[-1]
     norm = np.maximum(np.sqrt((x**2).sum(-1, keepdims=True)), 1e-12)
-    xn = x / norm * np.sqrt(dim) * p["norm.gamma"]
+    xn = x / norm * np.sqrt(dim) * p["norm.gamma"] if prenorm else x
     q, kv, a = np.split(xn @ p["to_qkva.kernel"], 3, axis=-1)
     h = np.zeros_like(kv[:, 0])
     out = np.zeros_like(kv)
@@ -109,6 +113,13 @@ GATELOOP_OPTIONS = {
     "dim_inner12_heads3": dict(gateloop_dim_inner=12, gateloop_heads=3),
     "ablate_complex": dict(gateloop_ablate_complex=True),
     "ablate_state_transition": dict(gateloop_ablate_state_transition=True),
+    "no_swish_gating": dict(gateloop_swish_gating=False),
+    "no_swish_gating_dim_inner12": dict(gateloop_swish_gating=False, gateloop_dim_inner=12, gateloop_heads=3),
+    "heinsen": dict(gateloop_heads=2, gateloop_scan="heinsen"),
+    "chunked_matmul_heads2": dict(gateloop_heads=2, gateloop_scan="chunked_matmul", gateloop_chunk_size=4),
+    "chunked_matmul_max_heads": dict(gateloop_scan="chunked_matmul", gateloop_chunk_size=4),
+    "chunked_matmul_ablate_complex": dict(gateloop_heads=2, gateloop_ablate_complex=True,
+                                          gateloop_scan="chunked_matmul", gateloop_chunk_size=4),
 }
 
 
@@ -123,13 +134,27 @@ def test_gateloop_attention_matches_reference(x64, opts):
     np.testing.assert_allclose(tm(torch.from_numpy(x)).detach().numpy(), expected, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("post_ln,reverse", [(False, False), (True, False), (False, True)])
-def test_simple_gateloop_matches_reference(x64, post_ln, reverse):
-    """SimpleGateLoopLayer (both backends) equals the NumPy loop, with post_ln or reverse."""
-    cfg = _cfg()
-    jm, tm = _pair("SimpleGateLoopLayer", cfg, post_ln=post_ln, reverse=reverse)
+SIMPLE_OPTIONS = {
+    "plain": ({}, {}),
+    "post_ln": ({}, dict(post_ln=True)),
+    "reverse": ({}, dict(reverse=True)),
+    "no_prenorm": (dict(gateloop_prenorm=False), {}),
+    "heinsen": (dict(gateloop_scan="heinsen"), {}),
+    "chunked_matmul": (dict(gateloop_scan="chunked_matmul", gateloop_chunk_size=4), {}),
+}
+
+
+@pytest.mark.parametrize("name", SIMPLE_OPTIONS)
+def test_simple_gateloop_matches_reference(x64, name):
+    """SimpleGateLoopLayer (both backends) equals the NumPy loop: post_ln, reverse, no prenorm,
+    and the heinsen / chunked_matmul scans."""
+    cfg_opts, kw = SIMPLE_OPTIONS[name]
+    cfg = _cfg(**cfg_opts)
+    jm, tm = _pair("SimpleGateLoopLayer", cfg, **kw)
+    assert ("norm.gamma" in flat_params(jm)) == cfg.gateloop.prenorm
     x = _x()
-    expected = reference_simple_gateloop(flat_params(jm), x, post_ln, reverse)
+    expected = reference_simple_gateloop(flat_params(jm), x, kw.get("post_ln", False), kw.get("reverse", False),
+                                         cfg.gateloop.prenorm)
     np.testing.assert_allclose(np.asarray(jm(jnp.asarray(x))), expected, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(tm(torch.from_numpy(x)).detach().numpy(), expected, rtol=1e-10, atol=1e-10)
 
@@ -188,6 +213,27 @@ def test_transition_gradient_scaled_by_frac_value_unchanged(x64):
     torch.testing.assert_close(t9.to_a.weight.grad, 0.9 * t1.to_a.weight.grad, rtol=1e-10, atol=1e-14)
 
 
+def test_frac_gradient_also_scales_the_input_gradient_through_the_gate(x64):
+    """The 0.9 trick acts on z = x W_a + b, so the input gradient through the gate is scaled too:
+    grad_x(frac) = g_other + frac g_gate, hence (grad(0.5) - grad(1)) = 5 (grad(0.9) - grad(1)),
+    with g_gate != 0 (both backends)."""
+    x = _x()
+    jgrads, tgrads = {}, {}
+    ref_j, ref_t = _pair("GateLoopedAttention", _cfg())
+    for frac in (1.0, 0.9, 0.5):
+        jm, tm = _pair("GateLoopedAttention", _cfg(gateloop_frac_gradient=frac))
+        nnx.update(jm, nnx.state(ref_j))  # same weights for every frac
+        tm.load_state_dict(ref_t.state_dict())
+        jgrads[frac] = np.asarray(jax.grad(lambda x_, m=jm: jnp.sum(m(x_) ** 2))(jnp.asarray(x)))
+        xt = torch.from_numpy(x).requires_grad_()
+        tm(xt).square().sum().backward()
+        tgrads[frac] = xt.grad.numpy()
+    for g in (jgrads, tgrads):
+        gate_part = g[1.0] - g[0.9]
+        assert np.abs(gate_part).max() > 1e-3
+        np.testing.assert_allclose(g[1.0] - g[0.5], 5 * gate_part, rtol=1e-9, atol=1e-12)
+
+
 def test_checkpointing_same_values_and_gradients(x64):
     """gateloop_checkpoint recomputes the recurrence in the backward: identical results."""
     x = _x()
@@ -229,6 +275,22 @@ def test_hybrid_gateloop_only_in_first_layers():
     assert [b.mixer.gateloop is not None for b in tm.blocks] == [True, True, False]
 
 
+def test_swish_gating_off_drops_gate_and_identity_projection(x64):
+    """gateloop_swish_gating=False (the reference's add_swish_gating=False): no to_gates, and no
+    to_out when dim_inner == n_embd (kept otherwise), in both backends; counts by hand at D=8."""
+    for opts, has_out, count in (
+        ({}, True, 8 * 24 + 8 * 16 + 16 + 8 * 8 + 8 * 8),
+        (dict(gateloop_swish_gating=False), False, 8 * 24 + 8 * 16 + 16),
+        (dict(gateloop_swish_gating=False, gateloop_dim_inner=12, gateloop_heads=3), True,
+         8 * 36 + 8 * 6 + 6 + 12 * 8),
+    ):
+        jm, tm = _pair("GateLoopedAttention", _cfg(**opts))
+        names = set(flat_params(jm))
+        assert ("to_gates.kernel" in names) == (opts == {}) and ("to_out.kernel" in names) == has_out, opts
+        assert set(tm.state_dict()) == {n.replace("kernel", "weight") for n in names}
+        assert count_params(jm) == sum(p.numel() for p in tm.parameters()) == count, opts
+
+
 def test_preset_parameter_counts():
     """Pinned parameter counts; gateloop-enwik8 is the reference's 23,888,896."""
     expected = {"gateloop-nano": 35_488, "gateloop": 1_004_416, "gateloop-enwik8-nano": 47_808,
@@ -245,13 +307,13 @@ def test_preset_parameter_counts():
 
 def test_config_validation():
     """Bad GateLoop fields raise ValueErrors naming the field, value and rule."""
-    with pytest.raises(ValueError, match="gateloop_heads=3 must divide"):
+    with pytest.raises(ValueError, match="gateloop.heads=3 must divide"):
         _cfg(mixer="gateloop", gateloop_heads=3)
-    with pytest.raises(ValueError, match="gateloop_frac_gradient=0"):
+    with pytest.raises(ValueError, match="gateloop.frac_gradient=0"):
         _cfg(gateloop_frac_gradient=0.0)
-    with pytest.raises(ValueError, match="gateloop_hybrid_layers=-1"):
+    with pytest.raises(ValueError, match="gateloop.hybrid_layers=-1"):
         _cfg(gateloop_hybrid_layers=-1)
-    with pytest.raises(ValueError, match="gateloop_scan='fast'"):
+    with pytest.raises(ValueError, match="gateloop.scan='fast'"):
         _cfg(gateloop_scan="fast")
 
 

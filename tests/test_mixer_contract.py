@@ -67,9 +67,19 @@ CASES: dict[str, tuple[str, dict, int]] = {
     # scan "auto" is lax.scan on CPU; the associative scan (the GPU/TPU default) and the chunked one
     "gateloop-heads2-associative": ("gateloop", {"gateloop.heads": 2, "gateloop.scan": "associative"}, 0),
     "gateloop-chunked": ("gateloop", {"gateloop.scan": "chunked"}, 0),
+    # the chunked matmul form (chunks of 3 over 8 positions: a ragged last chunk, pieces across edges)
+    "gateloop-heads4-chunked_matmul": (
+        "gateloop", {"gateloop.heads": 4, "gateloop.scan": "chunked_matmul", "gateloop.chunk_size": 3}, 0),
+    "gateloop-heads4-chunked_matmul-ablate_complex": (
+        "gateloop", {"gateloop.heads": 4, "gateloop.scan": "chunked_matmul", "gateloop.chunk_size": 3,
+                     "gateloop.ablate_complex": True}, 0),
+    "gateloop-no_swish": ("gateloop", {"gateloop.swish_gating": False}, 0),
     "simple_gateloop": ("simple_gateloop", {}, 0),
     "simple_gateloop-associative": ("simple_gateloop", {"gateloop.scan": "associative"}, 0),
     "simple_gateloop-post_ln-chunked": ("simple_gateloop", {"gateloop.post_ln": True, "gateloop.scan": "chunked"}, 0),
+    "simple_gateloop-heinsen": ("simple_gateloop", {"gateloop.scan": "heinsen"}, 0),
+    "simple_gateloop-no_prenorm-chunked_matmul": (
+        "simple_gateloop", {"gateloop.prenorm": False, "gateloop.scan": "chunked_matmul", "gateloop.chunk_size": 3}, 0),
     # block 0 of a hybrid model: gate loop + attention (later blocks are plain attention)
     "hybrid": ("hybrid", {"gateloop.post_ln": True, "gateloop.hybrid_layers": 1}, 0),
 }
@@ -77,7 +87,8 @@ RECURRENT = {"gateloop", "simple_gateloop"}  # state size independent of max_len
 # float32 parity where the dtype changes the code path: the softmax kernels' masking, the exp
 # kernel's cap (exp_cap(dtype)), the linear mode's chunked sums and eps, complex64 recurrences
 FLOAT32 = {"attention", "wave-pure-exp-quadratic", "wave-pure-elu1-linear", "gateloop-max_heads",
-           "gateloop-heads2-associative", "simple_gateloop-post_ln-chunked"}
+           "gateloop-heads2-associative", "gateloop-heads4-chunked_matmul", "simple_gateloop-post_ln-chunked",
+           "simple_gateloop-heinsen"}
 PARITY = [(c, "float64") for c in CASES] + [(c, "float32") for c in CASES if c in FLOAT32]
 
 
@@ -216,6 +227,8 @@ MODELS = {
     "ripple": preset("ripplegpt", "nano", dropout=0.0, n_embd=16, block_size=8),
     "wave": preset("wave_gpt", "nano", dropout=0.0, n_embd=16, block_size=8, **{"wave.chunk_size": 4}),
     "gateloop": preset("gateloop", "nano", n_embd=16, block_size=8),
+    "gateloop-chunked_matmul": preset("gateloop", "nano", n_embd=16, block_size=8, **{
+        "gateloop.heads": 2, "gateloop.scan": "chunked_matmul", "gateloop.chunk_size": 4}),
     "simple_gateloop": preset("gateloop", "nano", mixer="simple_gateloop", n_embd=16, block_size=8),
     "hybrid": preset("gateloop", "nano", mixer="hybrid", n_embd=16, block_size=8, **{"gateloop.hybrid_layers": 1}),
 }
@@ -223,15 +236,15 @@ MODEL_PIECES = [(0, 5), (5, 6), (6, 11), (11, 12)]  # 12 > block_size 8 where po
 
 
 def test_every_registered_mixer_has_a_model():
-    assert set(MODELS) == set(SLOTS["mixer"]) and all(MODELS[m].mixer == m for m in MODELS)
+    assert {cfg.mixer for cfg in MODELS.values()} == set(SLOTS["mixer"])
 
 
-@pytest.mark.parametrize("mixer", MODELS)
-def test_decoder_causal_and_cached_equals_full_pass(x64, mixer):
+@pytest.mark.parametrize("model", MODELS)
+def test_decoder_causal_and_cached_equals_full_pass(x64, model):
     """A whole Decoder (float64): changing token t changes no logits before t; a prompt, single
     steps and a chunk through the cache equal the full pass (beyond block_size for models without
     learned positions); logits and final caches equal across backends."""
-    cfg = MODELS[mixer]
+    cfg = MODELS[model]
     jm, tm = twin(JDecoder(cfg, rngs=nnx.Rngs(0)), TDecoder(cfg), "float64")
     n = MODEL_PIECES[-1][1]
     tokens = np.random.default_rng(3).integers(0, cfg.vocab_size, (B, n))

@@ -3,12 +3,27 @@ losses (in a subprocess: the device count is fixed when JAX starts)."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 
+import jax
+import numpy as np
 import pytest
 
-from physnets_jax.training.sharding import array_spec, parse_mesh
+from physnets_jax.training.data import TokenData
+from physnets_jax.training.sharding import (
+    array_spec,
+    check_batch,
+    distributed_requested,
+    initialize_distributed,
+    local_rows,
+    make_mesh,
+    parse_mesh,
+    split_address,
+    wait_for_coordinator,
+)
 
 SCRIPT = r"""
 import json, jax, numpy as np
@@ -57,3 +72,79 @@ def test_mesh_spec_parsing_and_param_rule():
     assert tuple(array_spec((64, 128), 2)) == (None, "fsdp")  # the largest divisible dimension
     assert tuple(array_spec((96, 63), 4)) == ("fsdp", None)
     assert tuple(array_spec((7,), 2)) == ()  # small: replicated
+
+
+def test_mesh_refuses_a_repeated_axis_and_names_device_counts():
+    with pytest.raises(ValueError, match="axis 'data' is given twice"):
+        parse_mesh("data:2,data:2")
+    one = jax.devices()[:1]
+    with pytest.raises(ValueError, match=rf"data:2 x fsdp:1 = 2 devices, but there are 1 {jax.default_backend()} devices"):
+        make_mesh("data:2", devices=one)
+    with pytest.raises(ValueError, match=r"not divisible by the other axis's size 3"):
+        make_mesh("data:3,fsdp:-1", devices=one)
+
+
+def test_batch_rows_and_divisibility_on_one_device():
+    mesh = make_mesh("data:1", devices=jax.devices()[:1])
+    check_batch(mesh, 5)  # one device takes any batch
+    check_batch(None, 7)
+    assert local_rows(mesh, 6).tolist() == list(range(6))
+
+
+def test_check_batch_names_both_numbers():
+    class FourDevices:  # check_batch reads only .size and .shape
+        size, shape = 4, {"data": 2, "fsdp": 2}
+
+    with pytest.raises(ValueError, match=r"--batch-size 6 is not divisible by the 4 devices of the mesh \(data:2 x fsdp:2\)"):
+        check_batch(FourDevices(), 6)
+    check_batch(FourDevices(), 8)
+
+
+def test_rows_of_a_batch_are_the_same_rows_of_the_whole_batch():
+    tokens = np.arange(500, dtype=np.int32) % 37
+    data = TokenData.from_splits(tokens, tokens[:100])
+    x, y = data.batch_at("train", 8, 16, seed=3, step=5)
+    xr, yr = data.batch_at("train", 8, 16, seed=3, step=5, rows=np.array([1, 6, 7]))
+    np.testing.assert_array_equal(xr, x[[1, 6, 7]])
+    np.testing.assert_array_equal(yr, y[[1, 6, 7]])
+    # the windows are the ones numpy's generator draws for (seed, stream 0, step)
+    starts = np.random.default_rng([3, 0, 5]).integers(0, len(tokens) - 16, size=8)
+    np.testing.assert_array_equal(x[:, 0], tokens[starts])
+    assert data.batch_at("train", 8, 16, seed=3, step=5, rows=np.array([], np.int64))[0].shape == (0, 16)
+
+
+def test_distributed_settings_are_checked_before_jax_starts(monkeypatch):
+    for key in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "SLURM_NTASKS",
+                "OMPI_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    assert not distributed_requested() and not initialize_distributed()
+    monkeypatch.setenv("SLURM_NTASKS", "1")  # one Slurm task is not a multi-process run
+    assert not distributed_requested()
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "127.0.0.1:1234")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
+    with pytest.raises(ValueError, match="set both JAX_NUM_PROCESSES and JAX_PROCESS_ID"):
+        initialize_distributed()
+    monkeypatch.setenv("JAX_PROCESS_ID", "2")
+    with pytest.raises(ValueError, match=r"JAX_PROCESS_ID=2 must be in \[0, JAX_NUM_PROCESSES=2\)"):
+        initialize_distributed()
+    monkeypatch.setenv("JAX_PROCESS_ID", "x")
+    with pytest.raises(ValueError, match="JAX_PROCESS_ID='x' must be an integer"):
+        initialize_distributed()
+    with pytest.raises(ValueError, match="must be HOST:PORT"):
+        split_address("no-port")
+    assert split_address("[::1]:80") == ("::1", 80)
+    assert not jax.distributed.is_initialized()
+
+
+def test_unreachable_coordinator_is_named_after_a_bounded_wait():
+    with socket.socket() as s:  # a port that nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    with pytest.raises(ConnectionError, match=f"could not reach the coordinator at 127.0.0.1:{port} within 0.5 s"):
+        wait_for_coordinator(f"127.0.0.1:{port}", 0.5)
+    assert time.monotonic() - t0 < 5
+    with socket.socket() as server:  # one that listens is accepted at once
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        wait_for_coordinator(f"127.0.0.1:{server.getsockname()[1]}", 5)

@@ -110,13 +110,11 @@ def test_collapse_head_is_layernorm_then_biased_projection():
     np.testing.assert_allclose(np.asarray(head(jnp.asarray(x))), want, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("mode", ["quadratic", "linear"])
-def test_exp_kernel_never_overflows(mode):
-    """Huge inputs and a huge learned interference scale: outputs and gradients stay finite."""
-    cfg = _cfg("pure", "exp", mode)
+def test_exp_kernel_never_overflows_in_linear_mode():
+    """Linear mode: |q|, |k| <= W^0.25 per entry bound exp; huge inputs give finite outputs and
+    gradients (quadratic mode: the threshold tests below)."""
+    cfg = _cfg("pure", "exp", "linear")
     m = jl.MIXERS["wave"](cfg, 0, rngs=nnx.Rngs(0))
-    if mode == "quadratic":  # linear mode has no interference_scale (the features bound exp)
-        m.interference_scale[...] = jnp.full((2, 1, 1), 1e4)
     x = jnp.asarray(np.random.default_rng(8).standard_normal((1, 6, 16)) * 1e6, jnp.float32)
     y, grads = nnx.value_and_grad(lambda mod: jnp.sum(mod(x)))(m)
     assert np.isfinite(np.asarray(y)).all()
@@ -127,6 +125,66 @@ def test_exp_kernel_never_overflows(mode):
     ty.sum().backward()
     assert torch.isfinite(ty).all()
     assert all(torch.isfinite(p.grad).all() for p in tm.parameters() if p.grad is not None)
+
+
+# The largest value whose exp is finite: float32 0x42B17217 (exp(88.7228394) overflows: log of
+# 2^128 is 88.7228391), float64 log(DBL_MAX) = 709.782712893384.
+OVERFLOW_EDGE = {"float32": float(np.float32(88.72283)), "float64": 709.782712893384}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_exp_cap_is_the_overflow_threshold(dtype, request):
+    if dtype == "float64":
+        request.getfixturevalue("x64")
+    from physnets_jax.layers.wave import exp_cap as jax_cap
+    from physnets_torch.layers.wave import exp_cap as torch_cap
+
+    edge = OVERFLOW_EDGE[dtype]
+    assert jax_cap(np.dtype(dtype)) == edge == torch_cap(getattr(torch, dtype))
+    x = np.asarray(edge, dtype)
+    above = np.asarray(np.nextafter(x, np.asarray(np.inf, dtype)))
+    with np.errstate(over="ignore"):
+        assert np.isfinite(np.exp(x)) and np.isinf(np.exp(above))
+    assert np.isfinite(np.asarray(jnp.exp(jnp.asarray(x)))) and np.isinf(np.asarray(jnp.exp(jnp.asarray(above))))
+    assert torch.isfinite(torch.exp(torch.from_numpy(x))) and torch.isinf(torch.exp(torch.from_numpy(above)))
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("side", ["below", "above"])
+def test_exp_kernel_cap_only_where_exp_overflows(side, dtype, backend, request):
+    """Quadratic exp kernel with q_t = k_t (k's projections copied from q's), so the largest score is
+    g sqrt(W) = 2 g. Below the overflow edge (2 g = edge - 0.5) the output is the seed's uncapped one
+    (float32: scores up to 88.2, where a cap at 44 would change everything); above it (2 g = edge +
+    10, where the seed's exp is inf) scores are capped at the edge and the output stays finite."""
+    if dtype == "float64":
+        request.getfixturevalue("x64")
+    edge = OVERFLOW_EDGE[dtype]
+    top = edge - 0.5 if side == "below" else edge + 10.0
+    cfg = _cfg("pure", "exp", "quadratic")
+    m = jl.MIXERS["wave"](cfg, 0, rngs=nnx.Rngs(3))
+    cast_params(m, jnp.dtype(dtype))
+    for k_lin, q_lin in ((m.k_freq, m.q_freq), (m.k_phase, m.q_phase)):
+        k_lin.kernel[...], k_lin.bias[...] = q_lin.kernel[...], q_lin.bias[...]
+    m.v_proj.kernel[...] = m.v_proj.kernel[...] * 1e-3  # sums of up to 7 terms near exp(edge) stay finite
+    m.interference_scale[...] = jnp.full((2, 1, 1), top / 2.0, jnp.dtype(dtype))
+    m.eval()
+    x = np.random.default_rng(9).standard_normal((1, 7, 16)).astype(dtype)
+    if backend == "jax":
+        got = np.asarray(m(jnp.asarray(x)))
+    else:
+        tm = tl.MIXERS["wave"](cfg, 0).to(getattr(torch, dtype)).eval()
+        load_jax_into_torch(m, tm)
+        with torch.no_grad():
+            got = tm(torch.from_numpy(x)).numpy()
+    params = _torch_params(m)
+    cap = None if side == "below" else edge
+    want = ref.wave_attention(params, x.astype(np.float64), variant="pure", H=2, W=4, kernel="exp", score_cap=cap)
+    assert np.isfinite(got).all()
+    scale = np.abs(want).max()
+    assert scale > (1e30 if dtype == "float32" else 1e300)  # exp of scores near the edge, far beyond exp(44)
+    # float32: a score near 88 carries ~88 * 6e-8 relative error into exp
+    np.testing.assert_allclose(got, want, rtol=0, atol=(2e-5 if dtype == "float32" else 1e-12) * scale)
 
 
 def test_preset_parameter_counts_are_pinned():
@@ -156,15 +214,15 @@ def test_torch_and_jax_models_have_the_same_parameter_names():
 @pytest.mark.parametrize(
     "fields, message",
     [
-        (dict(wave_kernel="relu"), "wave_kernel='relu' is not known; valid choices: elu1, sigmoid, exp, linear, identity"),
-        (dict(wave_mode="cubic"), "wave_mode='cubic' is not known; valid choices: quadratic, linear"),
-        (dict(wave_attention="dot"), "wave_attention='dot' is not known; valid choices: interference, physics, pure"),
-        (dict(wave_activation="tanh"), "wave_activation='tanh' is not known; valid choices: sin, gelu_sin"),
+        (dict(wave_kernel="relu"), "wave.kernel='relu' is not known; valid choices: elu1, sigmoid, exp, linear, identity"),
+        (dict(wave_mode="cubic"), "wave.mode='cubic' is not known; valid choices: quadratic, linear"),
+        (dict(wave_attention="dot"), "wave.attention='dot' is not known; valid choices: interference, physics, pure"),
+        (dict(wave_activation="tanh"), "wave.activation='tanh' is not known; valid choices: sin, gelu_sin"),
         (dict(n_embd=30, n_head=4), "n_embd=30 must be divisible by n_head=4"),
-        (dict(n_waves=0), "n_waves=0 must be a positive integer"),
-        (dict(n_harmonics=2.5), "n_harmonics=2.5 must be a positive integer"),
-        (dict(wave_chunk_size=0), "wave_chunk_size=0 must be a positive integer"),
-        (dict(wave_embed_ratio=1.5), "wave_embed_ratio=1.5 must be in [0, 1]"),
+        (dict(n_waves=0), "wave.n_waves=0 must be a positive integer"),
+        (dict(n_harmonics=2.5), "wave.n_harmonics=2.5 must be an integer"),
+        (dict(wave_chunk_size=0), "wave.chunk_size=0 must be a positive integer"),
+        (dict(wave_embed_ratio=1.5), "wave.embed_ratio=1.5 must be in [0, 1]"),
         (dict(tie_embeddings=True, head="linear"), "embedding='wave' has none to tie"),
         (dict(mixer="waves"), "mixer='waves' is not a known mixer; valid choices:"),
     ],

@@ -34,8 +34,9 @@ def _softmax_causal(scores):
     return e / e.sum(-1, keepdims=True)
 
 
-def wave_attention(p, x, *, variant, H, W, kernel="elu1", mode="quadratic"):
-    """The seed's three attention classes (eval mode) on x (B, T, D): (B, T, D)."""
+def wave_attention(p, x, *, variant, H, W, kernel="elu1", mode="quadratic", score_cap=None):
+    """The seed's three attention classes (eval mode) on x (B, T, D): (B, T, D). score_cap: quadratic
+    pure attention applies the kernel to min(score, score_cap) (None: the seed's uncapped score)."""
     B, T, D = x.shape
     v = _heads(_lin(p, "v_proj", x), H)
     t = np.arange(T, dtype=np.float64)[None, None, :, None]
@@ -79,7 +80,10 @@ def wave_attention(p, x, *, variant, H, W, kernel="elu1", mode="quadratic"):
                 for h in range(H):
                     for i in range(T):
                         for j in range(i + 1):
-                            w = phi(scale[h] * q[b, h, i] @ k[b, h, j]) / math.sqrt(i + 1)
+                            score = scale[h] * q[b, h, i] @ k[b, h, j]
+                            if score_cap is not None:
+                                score = min(score, score_cap)
+                            w = phi(score) / math.sqrt(i + 1)
                             out[b, h, i] += w * v[b, h, j]
     y = out.transpose(0, 2, 1, 3).reshape(B, T, D)
     return _lin(p, "o_proj", y)

@@ -11,6 +11,7 @@ from physnets_core.config import ModelConfig
 from physnets_jax.layers.dense import dense
 from physnets_jax.ops.attention import causal_attention
 from physnets_jax.ops.blockwise_attention import blockwise_causal_attention
+from physnets_jax.ops.pallas_attention import native_pallas_available, pallas_causal_attention
 
 
 def init_kv_cache(cfg: ModelConfig, batch: int, max_len: int, dtype, device=None) -> dict[str, jax.Array]:
@@ -19,12 +20,31 @@ def init_kv_cache(cfg: ModelConfig, batch: int, max_len: int, dtype, device=None
     return {"k": jnp.zeros(shape, dtype, device=device), "v": jnp.zeros(shape, dtype, device=device), "pos": jnp.zeros((), jnp.int32, device=device)}
 
 
-def _check_no_weight_dropout(weights_dropout) -> None:
-    if weights_dropout is not None and weights_dropout.rate > 0 and not weights_dropout.deterministic:
+def _weight_dropout_active(weights_dropout) -> bool:
+    return weights_dropout is not None and weights_dropout.rate > 0 and not weights_dropout.deterministic
+
+
+def _check_no_weight_dropout(weights_dropout, impl: str) -> None:
+    if _weight_dropout_active(weights_dropout):
         raise ValueError(
-            "attention_impl='blockwise' applies no dropout to the attention weights: set dropout=0 "
+            f"attention_impl={impl!r} applies no dropout to the attention weights: set dropout=0 "
             "or run in eval mode (or use attention_impl='dense')"
         )
+
+
+def _attention_without_cache(q, k, v, decay, weights_dropout, cfg: ModelConfig | None):
+    """The configured attention path over a whole sequence (no KV cache): (B, H, T, D)."""
+    impl = "dense" if cfg is None else cfg.attention_impl
+    if impl == "auto":  # the fused kernel where it runs natively and applies, else dense
+        native = native_pallas_available(q.dtype) and not _weight_dropout_active(weights_dropout)
+        impl = "pallas" if native else "dense"
+    if impl == "blockwise":
+        _check_no_weight_dropout(weights_dropout, impl)
+        return blockwise_causal_attention(q, k, v, decay_H=decay, block=cfg.attention_block)
+    if impl == "pallas":
+        _check_no_weight_dropout(weights_dropout, impl)
+        return pallas_causal_attention(q, k, v, decay_H=decay, block=cfg.attention_block)
+    return causal_attention(q, k, v, decay_H=decay, weights_dropout=weights_dropout)
 
 
 def attend_with_cache(q, k, v, cache, *, decay=None, weights_dropout=None, cfg: ModelConfig | None = None):
@@ -34,10 +54,7 @@ def attend_with_cache(q, k, v, cache, *, decay=None, weights_dropout=None, cfg: 
     the unfilled ones masked, so its cost is O(max_len) rather than O(prefix).
     """
     if cache is None:
-        if cfg is not None and cfg.attention_impl == "blockwise":
-            _check_no_weight_dropout(weights_dropout)
-            return blockwise_causal_attention(q, k, v, decay_H=decay, block=cfg.attention_block), None
-        return causal_attention(q, k, v, decay_H=decay, weights_dropout=weights_dropout), None
+        return _attention_without_cache(q, k, v, decay, weights_dropout, cfg), None
     if cache["k"].shape[0] != q.shape[0]:
         raise ValueError(f"cache was made for batch {cache['k'].shape[0]}, input has batch {q.shape[0]}")
     pos = cache["pos"]

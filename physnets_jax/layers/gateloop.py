@@ -10,14 +10,20 @@ GateLoopedAttention (mixer "gateloop"), per head h with head dim d = dim_inner /
     out     = W_out( SiLU(x W_g) * sub_ln(o) )
 Max heads (heads = dim_inner, d = 1) is the default: the state is one complex number per channel
 and memory grows linearly in T. ablate_complex keeps only Re z (a = sign(Re z) sigmoid|Re z|,
-real), ablate_state_transition sets a = 1 (a cumulative sum).
+real), ablate_state_transition sets a = 1 (a cumulative sum). swish_gating=False (the reference's
+add_swish_gating=False) drops SiLU(x W_g), and W_out too when dim_inner == dim.
 
 SimpleGateLoopLayer (mixer "simple_gateloop"):
     x = RMSNorm(x);  q, kv, a = split(x W, 3);  h_t = sigmoid(a_t) h_{t-1} + kv_t;  out = q * h
-optionally LayerNorm(out) (post_ln) and reversed in time (reverse; not with a cache).
+optionally without the RMSNorm (prenorm=False), LayerNorm(out) (post_ln) and reversed in time
+(reverse; not with a cache).
 
 HybridMixer (mixer "hybrid"): softmax attention with a SimpleGateLoopLayer in front of it in the
 first cfg.gateloop.hybrid_layers blocks: g = gateloop(x); y = g + attention(x + g).
+
+cfg.gateloop.scan picks how the recurrence runs (resolve_scan / resolve_operator): the scans of
+physnets_jax/ops/gate_loop.py, or "chunked_matmul", the whole operator as masked matmuls inside
+chunks (physnets_jax/ops/gate_loop_chunked.py; for head dim > 1).
 
 Every mixer takes a cache (decoding state) and returns (y, new_cache): running a sequence in
 pieces gives the same outputs as one pass over the whole sequence.
@@ -25,6 +31,7 @@ pieces gives the same outputs as one pass over the whole sequence.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import jax
@@ -38,22 +45,38 @@ from physnets_jax.layers.norm import RMSNorm
 from physnets_jax.ops.gate_loop import (
     gate_loop_scan,
     gate_loop_scan_chunked,
+    gate_loop_scan_heinsen,
     gate_loop_scan_sequential,
 )
+from physnets_jax.ops.gate_loop_chunked import gate_loop_chunked_matmul
 
 SCANS = {
     "associative": gate_loop_scan,
     "chunked": gate_loop_scan_chunked,
     "sequential": gate_loop_scan_sequential,
+    "heinsen": gate_loop_scan_heinsen,
 }
 
 
-def resolve_scan(name: str):
+def resolve_scan(name: str, chunk: int = 64):
     """The scan function for a config's gateloop_scan: "auto" is lax.scan on CPU (fastest there in
-    benchmarks/gateloop_scan.py at 256-16384 positions) and jax.lax.associative_scan on GPU/TPU."""
+    benchmarks/gateloop_scan.py at 256-16384 positions) and jax.lax.associative_scan on GPU/TPU;
+    "chunked" runs chunks of `chunk` positions. ("chunked_matmul" is an operator: resolve_operator.)"""
     if name == "auto":
         name = "sequential" if jax.default_backend() == "cpu" else "associative"
+    if name == "chunked":
+        return partial(gate_loop_scan_chunked, chunk=chunk)
+    if name not in SCANS:
+        raise ValueError(f"gateloop_scan={name!r} is not a scan; valid choices: auto, {', '.join(SCANS)}")
     return SCANS[name]
+
+
+def resolve_operator(name: str, chunk: int = 64):
+    """(q, k, v, a, h0) -> (o, last state) for a config's gateloop_scan: the chunked matmul form
+    for "chunked_matmul", else gate_loop_operator over resolve_scan(name, chunk)."""
+    if name == "chunked_matmul":
+        return partial(gate_loop_chunked_matmul, chunk=chunk)
+    return partial(gate_loop_operator, scan=resolve_scan(name, chunk))
 
 
 def _complex_dtype(dtype) -> jnp.dtype:
@@ -132,15 +155,19 @@ class GateLoopedAttention(nnx.Module):
         self.ablate_complex = cfg.gateloop.ablate_complex
         self.ablate_state_transition = cfg.gateloop.ablate_state_transition
         self.checkpoint = cfg.gateloop.checkpoint
-        self.scan_name = cfg.gateloop.scan
+        self.scan_name, self.chunk_size = cfg.gateloop.scan, cfg.gateloop.chunk_size
         self.to_qkv = dense(dim, 3 * dim_inner, bias=False, std=cfg.init_std, rngs=rngs)
         self.to_a = dense(dim, 2 * heads, bias=True, std=cfg.init_std, rngs=rngs)
         self.sub_ln = (
             nnx.LayerNorm(dim_inner, epsilon=cfg.norm_eps, use_fast_variance=False, rngs=rngs)
             if cfg.gateloop.sub_ln else None
         )
-        self.to_gates = dense(dim, dim_inner, bias=False, std=cfg.init_std, rngs=rngs)
-        self.to_out = dense(dim_inner, dim, bias=False, std=cfg.residual_init_std, rngs=rngs)
+        gating = cfg.gateloop.swish_gating
+        self.to_gates = dense(dim, dim_inner, bias=False, std=cfg.init_std, rngs=rngs) if gating else None
+        self.to_out = (
+            dense(dim_inner, dim, bias=False, std=cfg.residual_init_std, rngs=rngs)
+            if gating or dim_inner != dim else None
+        )
 
     def init_cache(self, batch: int, max_len: int, dtype, device=None) -> dict[str, jax.Array]:
         """Recurrent state {'h_re', 'h_im': (B, heads, dk, dv)}; its size does not depend on max_len."""
@@ -166,14 +193,16 @@ class GateLoopedAttention(nnx.Module):
             _check_cache_batch(cache, B, "GateLoopedAttention")
             h0 = (jax.lax.complex(cache["h_re"], cache["h_im"]) if jnp.iscomplexobj(a) else cache["h_re"])
             h0 = h0.astype(a.dtype)
-        op = lambda q, k, v, a, h0: gate_loop_operator(q, k, v, a, h0, scan=resolve_scan(self.scan_name))  # noqa: E731
+        op = resolve_operator(self.scan_name, self.chunk_size)
         if self.checkpoint:
             op = jax.checkpoint(op)
         out, last = op(q, k, v, a, h0)
         out = out.reshape(B, T, self.dim_inner)
         if self.sub_ln is not None:
             out = self.sub_ln(out)
-        y = _apply_2d(self.to_out, jax.nn.silu(_apply_2d(self.to_gates, x_BxTxD)) * out)
+        if self.to_gates is not None:
+            out = jax.nn.silu(_apply_2d(self.to_gates, x_BxTxD)) * out
+        y = out if self.to_out is None else _apply_2d(self.to_out, out)
         if cache is None:
             return y
         dtype = cache["h_re"].dtype
@@ -187,17 +216,20 @@ class GateLoopedAttention(nnx.Module):
 class SimpleGateLoopLayer(nnx.Module):
     """RMSNorm, then h_t = sigmoid(a_t) h_{t-1} + kv_t per channel, out = q * h: (B, T, D) -> (B, T, D).
 
-    No residual inside (the caller adds it). `dim`, `post_ln` and `reverse` default to the config
-    (n_embd, cfg.gateloop.post_ln, no reverse).
+    No residual inside (the caller adds it). `dim`, `prenorm`, `post_ln` and `reverse` default to
+    the config (n_embd, cfg.gateloop.prenorm, cfg.gateloop.post_ln, no reverse); prenorm=False
+    drops the RMSNorm (and its parameter).
     """
 
     def __init__(self, cfg: ModelConfig, layer_idx: int = 0, *, dim: int | None = None,
-                 post_ln: bool | None = None, reverse: bool = False, rngs: nnx.Rngs):
+                 prenorm: bool | None = None, post_ln: bool | None = None, reverse: bool = False,
+                 rngs: nnx.Rngs):
         dim = cfg.n_embd if dim is None else dim
+        prenorm = cfg.gateloop.prenorm if prenorm is None else prenorm
         post_ln = cfg.gateloop.post_ln if post_ln is None else post_ln
         self.dim, self.reverse = dim, reverse
-        self.scan_name = cfg.gateloop.scan
-        self.norm = RMSNorm(dim)
+        self.scan_name, self.chunk_size = cfg.gateloop.scan, cfg.gateloop.chunk_size
+        self.norm = RMSNorm(dim) if prenorm else None
         self.to_qkva = dense(dim, 3 * dim, bias=False, std=cfg.init_std, rngs=rngs)
         self.post_ln = (
             nnx.LayerNorm(dim, epsilon=cfg.norm_eps, use_fast_variance=False, rngs=rngs) if post_ln else None
@@ -216,17 +248,26 @@ class SimpleGateLoopLayer(nnx.Module):
         if cache is not None:
             _check_cache_batch(cache, x_BxTxD.shape[0], "SimpleGateLoopLayer")
         x = jnp.flip(x_BxTxD, axis=1) if self.reverse else x_BxTxD
-        q, kv, a = jnp.split(_apply_2d(self.to_qkva, self.norm(x)), 3, axis=-1)
+        if self.norm is not None:
+            x = self.norm(x)
+        q, kv, a = jnp.split(_apply_2d(self.to_qkva, x), 3, axis=-1)
         h0 = None if cache is None else cache["h"].astype(kv.dtype)
-        h = resolve_scan(self.scan_name)(jax.nn.sigmoid(a), kv, axis=1, h0=h0)
-        out = q * h
+        if self.scan_name == "chunked_matmul":  # out = q * h is the operator with k = 1, v = kv
+            out, last = gate_loop_chunked_matmul(
+                q[..., None], jnp.ones_like(q)[..., None], kv[..., None], jax.nn.sigmoid(a),
+                None if h0 is None else h0[..., None, None], chunk=self.chunk_size,
+            )
+            out, last = out[..., 0], last[..., 0, 0]
+        else:
+            h = resolve_scan(self.scan_name, self.chunk_size)(jax.nn.sigmoid(a), kv, axis=1, h0=h0)
+            out, last = q * h, h[:, -1]
         if self.post_ln is not None:
             out = self.post_ln(out)
         if self.reverse:
             out = jnp.flip(out, axis=1)
         if cache is None:
             return out
-        return out, {"h": h[:, -1].astype(cache["h"].dtype)}
+        return out, {"h": last.astype(cache["h"].dtype)}
 
 
 class HybridMixer(nnx.Module):

@@ -6,6 +6,7 @@ wave-collapse head. Shapes are (B, T, n_embd) at module boundaries; W = n_waves,
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -54,26 +55,53 @@ def _l2_normalize(x: jax.Array) -> jax.Array:
     return x / jnp.sqrt(jnp.maximum(sq, 1e-24))
 
 
+def blend_embedding_init(key: jax.Array, vocab_size: int, n_waves: int, n_harmonics: int, dtype=jnp.float32):
+    """The headline version's (c04e261) random init: base_freqs (V, W) = linspace(0.5, 5, W) +
+    0.1 N(0, 1); harmonic_amps (V, W, H) = N(0, 1) 0.5 / sqrt(H W); phases (V, W) ~ U(0, 2 pi)."""
+    k_f, k_a, k_p = jax.random.split(key, 3)
+    V, W, Hh = vocab_size, n_waves, n_harmonics
+    base_freqs = jnp.linspace(0.5, 5.0, W, dtype=dtype)[None, :] + 0.1 * jax.random.normal(k_f, (V, W), dtype)
+    harmonic_amps = jax.random.normal(k_a, (V, W, Hh), dtype) * (0.5 / math.sqrt(Hh * W))
+    phases = jax.random.uniform(k_p, (V, W), dtype, 0.0, 2.0 * math.pi)
+    return {"base_freqs": base_freqs, "harmonic_amps": harmonic_amps, "phases": phases}
+
+
 class WavePacketEmbedding(nnx.Module):
-    """Tokens (B, T) -> wave packets projected to (B, T, n_embd).
+    """Tokens (B, T) -> wave packets projected to (B, T, n_embd); cfg.wave.embedding picks the version.
 
     For token i at absolute position t, waves w = 1..W and harmonics n = 1..H:
       theta = 2 pi n f[i, w] + phase[i, w] + t pos_freq[w]
-      state = [A[i, w, n] sin theta, A[i, w, n] cos theta  (2 W H),
+    physics (preset wave_gpt, physics init from wave_embedding_init):
+      state = [A[i, w, n] sin theta, A[i, w, n] cos theta  (2 W H, w-major),
                phase_scale (phase[i, w] / pi - 1)           (W, direct phase pathway),
                log1p(f[i, w])                               (W, direct frequency pathway)]
       e = wave_to_embed(state);  e = (1 - r) e + r simple_embed[i]  (r = standard_embed_ratio)
       out = e / max(rms(e), 1e-8) * output_scale
+    blend (preset wave_gpt-headline, the c04e261 version, random init from blend_embedding_init):
+      state = [A sin theta, A cos theta]  (2 W H, w-major);  s = sigmoid(wave_ratio), wave_ratio init 0.5
+      out = LayerNorm(s wave_to_embed(state) + (1 - s) simple_embed[i]),  simple_embed ~ N(0, 1)
     """
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         V, W, Hh, D = cfg.vocab_size, cfg.wave.n_waves, cfg.wave.n_harmonics, cfg.n_embd
         self.n_waves, self.n_harmonics = W, Hh
+        self.variant = cfg.wave.embedding
+        sin_cos = 2 * W * Hh
+        if self.variant == "blend":
+            init = blend_embedding_init(rngs.params(), V, W, Hh)
+            self.base_freqs = nnx.Param(init["base_freqs"])
+            self.harmonic_amps = nnx.Param(init["harmonic_amps"])
+            self.phases = nnx.Param(init["phases"])
+            self.wave_to_embed = dense(sin_cos, D, bias=True, std=cfg.init_std, rngs=rngs)
+            self.pos_freq = nnx.Param(0.1 * jax.random.normal(rngs.params(), (1, 1, W)))
+            self.simple_embed = Embed(V, D, 1.0, rngs)  # torch nn.Embedding's N(0, 1), as the seed
+            self.wave_ratio = nnx.Param(jnp.asarray(0.5, jnp.float32))
+            self.ln = make_norm(cfg, rngs=rngs)
+            return
         init = wave_embedding_init(V, W, Hh)
         self.base_freqs = nnx.Param(jnp.asarray(init["base_freqs"], jnp.float32))
         self.harmonic_amps = nnx.Param(jnp.asarray(init["harmonic_amps"], jnp.float32))
         self.phases = nnx.Param(jnp.asarray(init["phases"], jnp.float32))
-        sin_cos = 2 * W * Hh
         self.wave_to_embed = dense(sin_cos + 2 * W, D, bias=True, std=cfg.init_std, rngs=rngs)
         # the phase/frequency pathways (last 2W inputs) start 10x larger (seed's intent, see docs)
         kernel = self.wave_to_embed.kernel[...]
@@ -97,6 +125,10 @@ class WavePacketEmbedding(nnx.Module):
         theta = freqs * 2 * math.pi + phases[..., None] + pos_phase[..., None]
         sin_w = amps * jnp.sin(theta)
         cos_w = amps * jnp.cos(theta)
+        if self.variant == "blend":
+            wave = self.wave_to_embed(jnp.concatenate([sin_w.reshape(B, T, -1), cos_w.reshape(B, T, -1)], axis=-1))
+            s = jax.nn.sigmoid(self.wave_ratio[...]).astype(wave.dtype)
+            return self.ln(s * wave + (1.0 - s) * self.simple_embed(tokens_BxT))
         phase_direct = self.phase_scale[...] * (phases / math.pi - 1.0)
         freq_direct = jnp.log1p(base_f)
         state = jnp.concatenate(
@@ -131,9 +163,19 @@ def _write(cache_arr: jax.Array, new: jax.Array, pos: jax.Array) -> jax.Array:
     return jax.lax.dynamic_update_slice(cache_arr, new.astype(cache_arr.dtype), index)
 
 
+@functools.lru_cache(maxsize=8)
+def _exp_cap(dtype: np.dtype) -> float:
+    log_max = math.log(float(np.finfo(dtype).max))
+    x = dtype.type(log_max)  # rounds to nearest: step down if that is above log(max)
+    while float(x) > log_max:
+        x = np.nextafter(x, dtype.type(0))
+    return float(x)
+
+
 def exp_cap(dtype) -> float:
-    """Largest exponent the quadratic exp kernel uses: log(max float) / 2 (44 in float32)."""
-    return float(np.log(np.finfo(np.dtype(dtype)).max)) / 2.0
+    """Largest x of `dtype` whose exp is finite in `dtype` (88.72283 in float32, 709.78 in float64):
+    the quadratic exp kernel's score is capped there, so only scores whose exp would overflow change."""
+    return _exp_cap(np.dtype(dtype))
 
 
 class WaveAttention(nnx.Module):
@@ -147,7 +189,8 @@ class WaveAttention(nnx.Module):
     pure (seed PureWaveAttention, no softmax): q = sin(q_freq(x) t + q_phase(x)), k likewise,
       q, k <- W^0.25 q/|q|, W^0.25 k/|k|;
       quadratic: out_t = sum_{s<=t} phi(g_h q_t.k_s) v_s / sqrt(t+1), g_h = interference_scale,
-        phi = cfg.wave.kernel applied to the score (exp capped at exp_cap(dtype));
+        phi = cfg.wave.kernel applied to the score (exp: the score capped at exp_cap(dtype), where
+        exp would overflow);
       linear: out_t = phi(q_t).sum_s phi(k_s) v_s^T / (phi(q_t).sum_s phi(k_s) + 1e-6), chunked;
         the linear (identity) kernel computes the quadratic identity result exactly, in O(T).
     Then o_proj. t is the absolute position (cache-aware).

@@ -18,6 +18,12 @@ axes, as the per-head transition of GateLoopedAttention does over its (d_k, d_v)
   chunk + T/chunk sequential steps. Benchmarked against the associative scan in
   benchmarks/gateloop_scan.py (docs/gateloop.md has the table).
 - gate_loop_scan_sequential: the plain lax.scan reference (tests compare against it).
+- gate_loop_scan_heinsen: the log-space scan of the reference package's `use_heinsen=True`
+  (Heinsen 2023): h = exp(A + logcumsumexp(log kv - A)), A = cumsum(log a). Loses precision as
+  |A| grows (relative error ~ eps * |A|, worse in the gradient w.r.t. a); docs/gateloop.md says where.
+
+The chunked matmul form of the whole operator (o_t = q_t^T Re S_t for head dim > 1) lives in
+physnets_jax/ops/gate_loop_chunked.py.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from physnets_core.checks import check_gate_loop_args
+from physnets_core.checks import HEINSEN_EPS, check_gate_loop_args
 
 
 def _prepare(a, kv, axis, h0):
@@ -120,3 +126,59 @@ def gate_loop_scan_chunked(
     h_CxN = h_CxN + prod_CxN * before_N[None]
     h_T = jnp.swapaxes(h_CxN, 0, 1).reshape((n_chunks * chunk,) + kv_T.shape[1:])[:T]
     return jnp.moveaxis(h_T, 0, axis)
+
+
+def _heinsen_log(x, cdtype, *, pass_gradient: bool):
+    """log x as a complex number (negative reals get angle pi), with |x| < HEINSEN_EPS replaced by
+    HEINSEN_EPS (keeping the sign of a real x), so that no log 0 = -inf reaches the backward.
+    pass_gradient: the replaced entries still get the gradient of x (straight through), else none."""
+    eps = HEINSEN_EPS
+    small = jnp.abs(x) < eps
+    if jnp.iscomplexobj(x):
+        fill = jnp.asarray(eps, x.dtype)
+    else:
+        fill = jnp.where(x < 0, -eps, eps).astype(x.dtype)
+    if pass_gradient:
+        safe = x + jax.lax.stop_gradient(jnp.where(small, fill - x, jnp.zeros_like(x)))
+    else:
+        safe = jnp.where(small, fill, x)
+    return jnp.log(safe.astype(cdtype))
+
+
+def _exp_logcumsumexp(x, axis: int, scan):
+    """exp(logcumsumexp(x)) along axis for complex x, as exp(m_t) S_t: m_t = max_{s<=t} Re x_s and
+    S_t = exp(m_{t-1} - m_t) S_{t-1} + exp(x_t - m_t), a linear recurrence whose gate and input
+    are <= 1 in modulus (the online-softmax rescaling), run by `scan`; m cancels, so it carries no
+    gradient. Returns (m, S)."""
+    m = jax.lax.stop_gradient(jax.lax.cummax(x.real, axis=axis))
+    first = jax.lax.index_in_dim(m, 0, axis, keepdims=True)
+    m_prev = jnp.concatenate([first, jax.lax.slice_in_dim(m, 0, m.shape[axis] - 1, axis=axis)], axis=axis)
+    gate = jnp.exp(m_prev - m).astype(x.dtype)
+    return m, scan(gate, jnp.exp(x - m), axis=axis)
+
+
+@partial(jax.jit, static_argnames="axis")
+def gate_loop_scan_heinsen(
+    a: jax.Array, kv: jax.Array, *, axis: int = 1, h0: jax.Array | None = None
+) -> jax.Array:
+    """Same states in log space (Heinsen 2023; the reference's `use_heinsen=True`):
+    h_t = exp(A_t + log sum_{s<=t} exp(log kv_s - A_s)), A_t = sum_{s<=t} log a_s, with the
+    log-cumsum-exp as exp(m_t) S_t (_exp_logcumsumexp: running max and a rescaled linear scan,
+    the associative scan here; no log of the sum, so a state that cancels to 0 is no NaN).
+
+    Computed in complex128 for float64 inputs and complex64 otherwise (half precision goes up to
+    float32: the reference's float16 cumsum of log a overflows and NaNs). |a| and |kv| below
+    HEINSEN_EPS = 1e-20 are raised to it (a gate that small gets no gradient; kv keeps its gradient,
+    where the reference's log 0 gives a zero kv gradient and NaN a gradients). log h_t is a sum of
+    terms as large as |A_t|, so the relative error of h_t is ~ eps(dtype) * |A_t|, and the gradient
+    w.r.t. a is worse (docs/gateloop.md measures both).
+    """
+    a, kv, axis = _prepare(a, kv, axis, h0)
+    cdtype = jnp.complex128 if jnp.finfo(a.real.dtype).bits == 64 else jnp.complex64
+    log_a = _heinsen_log(a, cdtype, pass_gradient=False)
+    log_kv = _heinsen_log(kv, cdtype, pass_gradient=True)
+    a_star = jnp.cumsum(log_a, axis=axis)
+    x = log_kv - a_star
+    m, S = _exp_logcumsumexp(x, axis, gate_loop_scan)
+    h = jnp.exp(a_star + m) * S
+    return (h if jnp.iscomplexobj(kv) else h.real).astype(kv.dtype)

@@ -80,8 +80,10 @@ class Checkpointer:
             raise ValueError(f"keep={keep!r} must be a positive integer (checkpoints to keep)")
         self.directory = pathlib.Path(directory).absolute()
         self._ocp = ocp
+        # cleanup_tmp_directories: a save killed mid-write leaves <step>.orbax-checkpoint-tmp behind;
+        # orbax never lists it as a step, and it is deleted when the folder is next opened
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True, enable_async_checkpointing=False
+            max_to_keep=keep, create=True, enable_async_checkpointing=False, cleanup_tmp_directories=True
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
 
@@ -98,6 +100,14 @@ class Checkpointer:
     def path(self, step: int) -> pathlib.Path:
         """Folder of one step's checkpoint."""
         return self.directory / str(step)
+
+    def delete_after(self, step: int) -> list[int]:
+        """Delete every checkpoint later than `step` (the abandoned branch of a run resumed from
+        `step`); returns the deleted steps."""
+        later = [s for s in self.steps() if s > step]
+        for s in later:
+            self._manager.delete(s)
+        return later
 
     def save(self, step: int, state, meta: Mapping[str, Any]) -> pathlib.Path:
         """Write `state` (any pytree of arrays) and JSON `meta` as checkpoint `step` (blocking)."""
@@ -120,17 +130,18 @@ class Checkpointer:
         self._manager.wait_until_finished()
         return self.path(step)
 
-    def read_meta(self, step: int) -> dict[str, Any]:
-        """The JSON metadata of checkpoint `step`."""
+    def read_meta(self, step: int, *, training: bool = True) -> dict[str, Any]:
+        """The JSON metadata of checkpoint `step` (`training` only changes the hint of the error)."""
         self._require(step)
         try:
             meta = self._manager.restore(
                 step, args=self._ocp.args.Composite(meta=self._ocp.args.JsonRestore())
             )["meta"]
         except Exception as err:  # orbax raises many types for unreadable files
-            raise self._corrupt(step, err) from None
+            raise self._corrupt(step, err, training=training) from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise self._corrupt(step, ValueError(f"metadata format {getattr(meta, 'get', lambda k: None)('format')!r}"))
+            raise self._corrupt(step, ValueError(f"metadata format {getattr(meta, 'get', lambda k: None)('format')!r}"),
+                                training=training)
         return meta
 
     def restore(self, step: int | None, template, *, expect: Mapping[str, Any] | None = None):
@@ -158,7 +169,7 @@ class Checkpointer:
         restored = self._restore_leaves(step, abstract)
         return decode_leaves(template, restored, meta["key_impls"]), meta
 
-    def _restore_leaves(self, step: int, abstract: list) -> list:
+    def _restore_leaves(self, step: int, abstract: list, *, training: bool = True) -> list:
         """The saved leaves of `step` with the shapes, dtypes and shardings of `abstract`."""
         try:
             return self._manager.restore(
@@ -166,7 +177,7 @@ class Checkpointer:
                 args=self._ocp.args.Composite(state=self._ocp.args.StandardRestore({"leaves": abstract})),
             )["state"]["leaves"]
         except Exception as err:
-            raise self._corrupt(step, err) from None
+            raise self._corrupt(step, err, training=training) from None
 
     def restore_arrays(self, step: int | None = None) -> tuple[list, dict[str, Any]]:
         """(leaves as numpy arrays on the host, meta) without a template (export, inspection)."""
@@ -174,13 +185,13 @@ class Checkpointer:
             step = self.latest_step()
             if step is None:
                 raise CheckpointError(f"no checkpoint found in {self.directory}")
-        meta = self.read_meta(step)
+        meta = self.read_meta(step, training=False)
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         abstract = [
             jax.ShapeDtypeStruct(tuple(s), np.dtype(d), sharding=device)
             for s, d in zip(meta["shapes"], meta["dtypes"], strict=True)
         ]
-        restored = self._restore_leaves(step, abstract)
+        restored = self._restore_leaves(step, abstract, training=False)
         return [np.asarray(x) for x in restored], meta
 
     def close(self) -> None:
@@ -195,13 +206,16 @@ class Checkpointer:
                 f"{', '.join(map(str, steps)) or 'none'}"
             )
 
-    def _corrupt(self, step: int, err: Exception) -> CheckpointError:
+    def _corrupt(self, step: int, err: Exception, *, training: bool = True) -> CheckpointError:
         older = [s for s in self.steps() if s < step]
-        hint = (
-            f"the previous checkpoint (step {older[-1]}) is usable: resume from it with --resume-step "
-            f"{older[-1]}, or delete {self.path(step)}"
-            if older else "no older checkpoint exists"
-        )
+        if not older:
+            hint = "no older checkpoint exists"
+        elif training:
+            hint = (f"the previous checkpoint (step {older[-1]}) is usable: resume from it with --resume-step "
+                    f"{older[-1]}, or delete {self.path(step)}")
+        else:
+            hint = (f"the previous checkpoint (step {older[-1]}) is usable: pass its folder {self.path(older[-1])} "
+                    "instead of the run folder")
         reason = str(err).splitlines()[0][:300] if str(err) else ""
         return CheckpointError(
             f"checkpoint {self.path(step)} is corrupt or incomplete ({type(err).__name__}: {reason}); {hint}"

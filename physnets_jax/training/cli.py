@@ -8,30 +8,40 @@ with --memmap, train.bin / val.bin (memory-mapped token arrays).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pathlib
 import sys
 import time
 from typing import Any
 
-# Defaults of `train` (the parser's own defaults are None so that a resume can tell which
-# options were given explicitly).
-TRAIN_DEFAULTS: dict[str, Any] = dict(
+# Defaults of the options that are not TrainConfig fields; the parser's own defaults are None so
+# that a resume can tell which options were given explicitly. TrainConfig holds the rest.
+OPTION_DEFAULTS: dict[str, Any] = dict(
     preset="ripplegpt", size="micro", data=None, tokenizer="char", vocab_size=None, val_fraction=0.1,
-    memmap=False, steps=300, batch_size=16, lr=2e-3, min_lr_ratio=0.1, warmup_steps=30,
-    schedule="cosine", weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0, optimizer="adamw",
-    momentum=0.9, condition="none", rgd_strength=0.5, rgd_warmup=1000, loss="ce", qfe_lambda=0.05,
-    eval_interval=100, eval_batches=10, log_interval=10, seed=1337, ckpt_interval=100, keep=3,
-    sample_tokens=200, block_size=None, dropout=None, set=None,
-)
-TRAIN_FIELDS = (
-    "steps", "batch_size", "lr", "min_lr_ratio", "warmup_steps", "schedule", "weight_decay", "beta1",
-    "beta2", "grad_clip", "optimizer", "momentum", "condition", "rgd_strength", "rgd_warmup", "loss",
-    "qfe_lambda", "eval_interval", "eval_batches", "log_interval", "seed", "ckpt_interval", "sample_tokens",
+    memmap=False, block_size=None, dropout=None, set=None,
 )
 MODEL_OPTIONS = ("preset", "size", "block_size", "dropout", "set")
 DATA_OPTIONS = ("data", "tokenizer", "vocab_size", "val_fraction", "memmap")
 RUN_FILE = "run.json"
+
+
+def train_fields() -> tuple[str, ...]:
+    """TrainConfig fields set by the option of the same name (keep_checkpoints is --keep)."""
+    import dataclasses
+
+    from physnets_jax.training.train import TrainConfig
+
+    return tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "keep_checkpoints")
+
+
+def train_defaults() -> dict[str, Any]:
+    """Every `train` option's default: TrainConfig's fields (the single source of training
+    defaults) plus the model, data and run options."""
+    from physnets_jax.training.train import TrainConfig
+
+    tc = TrainConfig()
+    return {**OPTION_DEFAULTS, **{k: getattr(tc, k) for k in train_fields()}, "keep": tc.keep_checkpoints}
 
 
 class CLIError(Exception):
@@ -49,7 +59,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     from physnets_jax.training.train import CONDITIONING, LOSSES, OPTIMIZERS, SCHEDULES
     from physnets_jax.training.wave_ablations import ablation_names
 
-    d = TRAIN_DEFAULTS
+    d = train_defaults()
     g = p.add_argument_group("model")
     g.add_argument("--preset", help=f"one of: {', '.join(preset_names())} (default {d['preset']})")
     g.add_argument("--size", help=f"preset size, e.g. nano, micro, small = the seed's (default {d['size']} where the preset has it, else small)")
@@ -86,10 +96,14 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--grad-clip", type=float, help=f"global-norm clipping, 0 = off ({d['grad_clip']})")
     g.add_argument("--loss", choices=LOSSES, help="ce (default) or qfe (cross-entropy + phase coherence)")
     g.add_argument("--qfe-lambda", type=float, help=f"qfe coherence weight ({d['qfe_lambda']})")
+    g.add_argument("--no-qfe-projection", dest="qfe_project", action="store_false", default=None,
+                   help="qfe on the full one-hot at any vocabulary (the Wave-Native headline run) instead of "
+                        "projecting vocabularies > 256 onto 256 dims")
     g.add_argument("--seed", type=int, help=f"model init and batch order ({d['seed']})")
     g = p.add_argument_group("run folder, checkpoints, output")
     g.add_argument("--run-dir", help="run folder (default runs/<preset>-<size>-<date>-<time>)")
-    g.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run folder (only a physnets run folder, once the new one is prepared)")
     g.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its latest checkpoint")
     g.add_argument("--resume-step", type=int, help="continue from this checkpoint step instead of the latest")
     g.add_argument("--ckpt-interval", type=int, help=f"checkpoint every N steps, 0 = only at the end ({d['ckpt_interval']})")
@@ -99,7 +113,18 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--log-interval", type=int, help=f"steps between loss logs ({d['log_interval']})")
     g.add_argument("--sample-tokens", type=int, help=f"length of the samples printed ({d['sample_tokens']}; 0 = none)")
     g.add_argument("--eval-lengths", help="after training, val loss at these lengths, e.g. 256,512,1024")
-    g.add_argument("--mesh", help="shard over devices: data:N (data parallel), fsdp:N, or data:2,fsdp:2")
+    g.add_argument("--mesh", help="shard over devices: data:N (data parallel), fsdp:N, or data:2,fsdp:2; the "
+                                  "product must equal the device count of all processes (default with several "
+                                  "processes: data:-1)")
+    g = p.add_argument_group("several processes (docs/training.md, 'Several processes')")
+    g.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize() even when no JAX_COORDINATOR_ADDRESS / Slurm / Open MPI "
+                        "variable says so (a Cloud TPU pod slice: JAX finds the other workers itself)")
+    g.add_argument("--coordinator-timeout", type=float, default=300.0,
+                   help="seconds to wait for the coordinator (process 0) and all processes at start (300)")
+    g.add_argument("--heartbeat-timeout", type=int, default=100,
+                   help="seconds after which a process that stopped responding is declared dead and every "
+                        "process of the run exits with an error (100)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     g.add_argument("--no-plot", action="store_true", help="do not write loss.png")
 
@@ -113,6 +138,7 @@ def build_train_parser(prog: str = "train_jax.py") -> argparse.ArgumentParser:
         "checkpoints and metrics in runs/.",
     )
     add_train_arguments(p)
+    p.set_defaults(invocation=_invocation(None))
     return p
 
 
@@ -121,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="physnets", description="physnets: train, sample, evaluate, export, plot.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    add_train_arguments(sub.add_parser("train", help="train a model (same options as train_jax.py)"))
+    t = sub.add_parser("train", help="train a model (same options as train_jax.py)")
+    add_train_arguments(t)
+    t.set_defaults(invocation=_invocation("train"))
     s = sub.add_parser("sample", help="generate text from a run folder or an export folder")
     s.add_argument("source", help="run folder (latest checkpoint), checkpoint folder, or export folder")
     s.add_argument("--prompt", default="ROMEO:\n", help="prompt text (default 'ROMEO:\\n')")
@@ -166,8 +194,9 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
                    help="tiny: 2-core CPU sizes (default); seed: the seeds' model sizes, for an accelerator")
     p.add_argument("--seeds", type=int, default=3, help="seeds per entry (default 3)")
     p.add_argument("--steps", type=int, default=None, help="override the scale's training steps (all entries)")
-    p.add_argument("--data", default="tinyshakespeare",
-                   help="text file or named corpus (default tinyshakespeare: downloaded once and cached)")
+    p.add_argument("--data", default=None,
+                   help="text file, folder of *.txt or named corpus (default: the embedded Shakespeare plays, "
+                        "as for train; tinyshakespeare is downloaded once and cached)")
     p.add_argument("--tokenizer", choices=TOKENIZERS, default="char", help="char (default) or bpe")
     p.add_argument("--vocab-size", type=int, default=1024, help="bpe vocabulary (default 1024)")
     p.add_argument("--out", default=None, help="results folder (default results/<suite>-<scale>-<tokenizer>-<time>)")
@@ -263,9 +292,59 @@ def _sampler(tokenizer, data, n_tokens: int, seed: int):
     return sample
 
 
-def _load_data(spec: dict, run_dir: pathlib.Path, tokenizer=None):
-    """(tokenizer, TokenData, fingerprint) of a run's data spec; trains and saves the tokenizer
-    in run_dir unless one is given."""
+def _invocation(command: str | None) -> str:
+    """The command line the user typed to reach `command` ('physnets train', 'python train_jax.py',
+    'python -m physnets_jax.training.cli train'), for the hints printed after an interrupt."""
+    import os
+
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "physnets"
+    name = os.path.basename(argv0)
+    if name == "cli.py":  # python -m physnets_jax.training.cli (or its alias physnets_jax.cli)
+        return "python -m physnets_jax.training.cli" + (f" {command}" if command else "")
+    if name.endswith(".py"):
+        return f"python {argv0}" + (f" {command}" if command else "")
+    return name + (f" {command}" if command else "")
+
+
+def _sha256_file(path: pathlib.Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _token_file_records(folder: pathlib.Path) -> dict[str, dict[str, Any]]:
+    """{'train.bin': {'bytes', 'sha256'}, 'val.bin': ...}: what run.json records of --memmap token files."""
+    return {name: {"bytes": (folder / name).stat().st_size, "sha256": _sha256_file(folder / name)}
+            for name in ("train.bin", "val.bin")}
+
+
+def _verify_token_files(run_dir: pathlib.Path, records: dict | None) -> None:
+    """Raise CLIError naming the token file whose size or SHA-256 differs from run.json's record."""
+    if not records:
+        print(f"note: {run_dir / RUN_FILE} records no checksums of train.bin/val.bin (written by an older "
+              "physnets); they cannot be verified", flush=True)
+        return
+    for name, want in records.items():
+        path = run_dir / name
+        size = path.stat().st_size
+        if size != want["bytes"]:
+            raise CLIError(f"{path} has {size:,} bytes but {RUN_FILE} records {want['bytes']:,}: the token file "
+                           "changed since the run started; restore it or delete train.bin and val.bin to "
+                           "tokenise the corpus again")
+        if _sha256_file(path) != want["sha256"]:
+            raise CLIError(f"{path} does not match the SHA-256 recorded in {RUN_FILE}: the token file changed "
+                           "since the run started; restore it or delete train.bin and val.bin to tokenise the "
+                           "corpus again")
+
+
+def _load_data(spec: dict, out_dir: pathlib.Path | None, tokenizer=None):
+    """(tokenizer, TokenData, fingerprint) of a run's data spec. A --memmap run whose token files
+    exist reads them after checking them against run.json; otherwise the corpus is tokenised (the
+    tokenizer is trained unless given) and, with out_dir, the tokenizer and token files written there."""
     import hashlib
 
     from physnets_jax.training.data import (
@@ -276,14 +355,15 @@ def _load_data(spec: dict, run_dir: pathlib.Path, tokenizer=None):
         prepare_data,
     )
 
-    if tokenizer is not None and spec.get("memmap") and (run_dir / "train.bin").is_file():
-        train = open_tokens(run_dir / "train.bin", tokenizer.vocab_size)
-        val = open_tokens(run_dir / "val.bin", tokenizer.vocab_size)
+    if tokenizer is not None and spec.get("memmap") and out_dir is not None and (out_dir / "train.bin").is_file():
+        _verify_token_files(out_dir, spec.get("token_files"))
+        train = open_tokens(out_dir / "train.bin", tokenizer.vocab_size)
+        val = open_tokens(out_dir / "val.bin", tokenizer.vocab_size)
         return tokenizer, TokenData.from_splits(train, val), spec.get("fingerprint")
     text = load_corpus(spec.get("source"))
     tok, data = prepare_data(
         text, tokenizer=spec["tokenizer"], vocab_size=spec.get("vocab_size"), val_fraction=spec["val_fraction"],
-        out_dir=run_dir, memmap=bool(spec.get("memmap")), existing_tokenizer=tokenizer,
+        out_dir=out_dir, memmap=bool(spec.get("memmap")) and out_dir is not None, existing_tokenizer=tokenizer,
     )
     fp = hashlib.sha256((fingerprint(text) + tok.to_json()).encode()).hexdigest()
     return tok, data, fp
@@ -299,139 +379,335 @@ def _default_run_dir(preset_name: str, size: str) -> pathlib.Path:
     return path
 
 
+def _local_source(data) -> pathlib.Path | None:
+    """The local path a --data value reads (None for the embedded and named corpora)."""
+    from physnets_jax.training.data import CORPUS_NAMES
+
+    return None if data is None or str(data) in CORPUS_NAMES else pathlib.Path(data)
+
+
+def _sync(name: str) -> None:
+    """Barrier over all processes of a multi-process run (no-op with one process)."""
+    import jax
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 # --------------------------------------------------------------------------------------------
-# train
+# train: each step below either only reads and checks, or writes into the run folder being
+# prepared; the user's folder is replaced only once everything has been checked.
+
+
+@dataclasses.dataclass
+class RunPlan:
+    """Everything `train` decided before training: the folder, the configs, the data."""
+
+    run_dir: pathlib.Path  # the run folder the user named (or the default one)
+    cfg: Any  # ModelConfig
+    tc: Any  # TrainConfig
+    tokenizer: Any
+    data: Any  # TokenData
+    spec: dict  # run.json's "data"
+    options: dict  # run.json's "options" (preset, size, ...)
+    resume: bool | int = False  # False: a fresh run; True: the latest checkpoint; N: checkpoint N
+    staging: pathlib.Path | None = None  # where a fresh run is being written before it is swapped in
+
+
+def _given_options(args) -> dict[str, Any]:
+    """The train options given on the command line (the parser's defaults are None)."""
+    defaults = train_defaults()
+    return {k: v for k, v in vars(args).items() if (v is not None and k in defaults) or (k == "set" and v)}
+
+
+def _fresh_options(args, given: dict[str, Any]) -> dict[str, Any]:
+    """Defaults (TrainConfig + OPTION_DEFAULTS), then the --ablation's settings, then the options given."""
+    ablation = _ablation_options(args.ablation)
+    o = {**train_defaults(), **ablation, **given}
+    if ablation and given.get("set"):  # the user's --set entries come after (and win over) the ablation's
+        o["set"] = ablation["set"] + given["set"]
+    if "size" not in given:  # "micro" (the quick-start size) exists for gpt and ripplegpt only
+        from physnets_core.config import preset_names, preset_sizes
+
+        if o["preset"] in preset_names() and o["size"] not in preset_sizes(o["preset"]):
+            o["size"] = "small"
+    return o
+
+
+def _check_fresh_options(o: dict[str, Any], given: dict[str, Any]) -> tuple[Any, dict]:
+    """(TrainConfig, data spec) of a fresh run's options, with every option checked that can be
+    checked before reading the data (the model config with the preset's vocabulary)."""
+    from physnets_core.config import preset as _preset
+    from physnets_jax.training.train import TrainConfig
+
+    tc = TrainConfig(**{k: o[k] for k in train_fields()}, keep_checkpoints=o["keep"])
+    preset_cfg = _preset(o["preset"], o["size"])
+    _model_config(o["preset"], o["size"], o["block_size"], o["dropout"], o["set"], preset_cfg.vocab_size)
+    vocab = o["vocab_size"]
+    if o["tokenizer"] == "char" and "vocab_size" in given:
+        raise CLIError(f"--vocab-size {vocab} applies to --tokenizer bpe only: the char tokenizer's vocabulary is "
+                       "the corpus's distinct characters (use --set vocab_size=N to pad the model's vocabulary)")
+    if o["tokenizer"] == "bpe" and vocab is None:
+        vocab = preset_cfg.vocab_size if preset_cfg.vocab_size >= 256 else 1024
+    spec = {"source": o["data"], "tokenizer": o["tokenizer"], "vocab_size": vocab,
+            "val_fraction": o["val_fraction"], "memmap": bool(o["memmap"])}
+    return tc, spec
+
+
+def _check_data(spec: dict, tokenizer, data, cfg) -> None:
+    """The model's vocabulary covers the tokenizer's symbols; both splits are longer than a block."""
+    if cfg.vocab_size < tokenizer.vocab_size:
+        raise CLIError(
+            f"vocab_size={cfg.vocab_size} is smaller than the {tokenizer.vocab_size} symbols of the "
+            f"{tokenizer.kind} tokenizer of this corpus: token ids would fall outside the embedding; leave "
+            f"vocab_size unset (it follows the tokenizer) or give at least {tokenizer.vocab_size}")
+    if spec["tokenizer"] == "bpe" and spec.get("vocab_size") and tokenizer.vocab_size < spec["vocab_size"]:
+        print(f"note: BPE learned {tokenizer.vocab_size:,} tokens from this corpus, fewer than --vocab-size "
+              f"{spec['vocab_size']:,} (no other pair of tokens occurs twice); the model's vocabulary is "
+              f"{tokenizer.vocab_size:,}", flush=True)
+    shortest = min(len(data.train), len(data.val))
+    if shortest <= cfg.block_size:
+        raise CLIError(
+            f"the data ({spec.get('source') or 'embedded corpus'}) is too short: the train split has "
+            f"{len(data.train):,} tokens and the validation split {len(data.val):,}; each needs more than "
+            f"block_size={cfg.block_size} (use a longer text, a smaller --block-size or another --val-fraction)")
+
+
+def _write_run_files(folder: pathlib.Path, cfg, tc, spec: dict, options: dict) -> None:
+    """run.json (everything needed to resume) and config.json."""
+    saved = {"model_config": cfg.to_dict(), "train_config": tc.to_dict(), "data": spec, "options": options,
+             "command": sys.argv}
+    (folder / RUN_FILE).write_text(json.dumps(saved, indent=2) + "\n", encoding="utf-8")
+    (folder / "config.json").write_text(cfg.to_json() + "\n", encoding="utf-8")
+
+
+def _plan_fresh(args, given: dict[str, Any], mesh=None) -> RunPlan:
+    """Check every option and the target folder, then prepare the new run folder beside it:
+    tokenizer, token files, run.json, config.json (process 0). The user's folder is not touched."""
+    import jax
+
+    from physnets_core.folders import abandon_staging, begin_staging, check_target
+    from physnets_jax.training.sharding import check_batch
+
+    o = _fresh_options(args, given)
+    tc, spec = _check_fresh_options(o, given)
+    check_batch(mesh, tc.batch_size)
+    if not args.run_dir and jax.process_count() > 1:
+        raise CLIError("a multi-process run needs --run-dir (one folder that every process can see); "
+                       "the default name holds the start time, which differs between processes")
+    run_dir = pathlib.Path(args.run_dir) if args.run_dir else _default_run_dir(o["preset"], o["size"])
+    try:
+        check_target(run_dir, overwrite=args.overwrite, kinds=("run",), sources=[_local_source(o["data"])],
+                     what="run folder")
+    except FileExistsError:
+        raise CLIError(f"run folder {run_dir} already exists; pass --overwrite to replace it, "
+                       "or --resume to continue it") from None
+    _sync("physnets-run-folder-checked")  # every process has looked before process 0 replaces it
+    staging = begin_staging(run_dir) if _is_main() else None
+    try:
+        tokenizer, data, fp = _load_data(spec, staging)
+        spec["fingerprint"] = fp
+        if staging is not None and spec["memmap"]:
+            spec["token_files"] = _token_file_records(staging)
+        cfg = _model_config(o["preset"], o["size"], o["block_size"], o["dropout"], o["set"], tokenizer.vocab_size)
+        _check_data(spec, tokenizer, data, cfg)
+        options = {k: o[k] for k in MODEL_OPTIONS if k in o}
+        if staging is not None:
+            _write_run_files(staging, cfg, tc, spec, options)
+    except BaseException:
+        if staging is not None:
+            abandon_staging(staging)
+        raise
+    return RunPlan(run_dir, cfg, tc, tokenizer, data, spec, options, resume=False, staging=staging)
+
+
+def _read_run_file(run_dir: pathlib.Path) -> dict:
+    """run.json of a run folder, checked to hold what a resume needs."""
+    from physnets_core.export_format import read_json
+
+    path = run_dir / RUN_FILE
+    if not path.is_file():
+        raise CLIError(f"{run_dir} is not a run folder (no {RUN_FILE}); nothing to resume")
+    saved = read_json(path)
+    missing = [k for k in ("model_config", "train_config", "data") if k not in saved]
+    if missing:
+        raise CLIError(f"{path} lacks {', '.join(missing)}; it was not written by physnets train")
+    return saved
+
+
+def _plan_resume(args, given: dict[str, Any], mesh=None) -> RunPlan:
+    """Read run.json, check the options given against it, check the folder is writable and the
+    data unchanged (token files against their checksums)."""
+    from physnets_core.config import ModelConfig
+    from physnets_core.folders import check_writable
+    from physnets_jax.training.data import load_tokenizer
+    from physnets_jax.training.sharding import check_batch
+    from physnets_jax.training.train import TrainConfig
+
+    if not args.run_dir:
+        raise CLIError("--resume needs --run-dir (the folder of the run to continue)")
+    if args.overwrite:
+        raise CLIError("--overwrite replaces a run and --resume continues it: pass one of them")
+    run_dir = pathlib.Path(args.run_dir)
+    saved = _read_run_file(run_dir)
+    try:
+        cfg = ModelConfig.from_dict(saved["model_config"])
+    except (TypeError, ValueError) as e:
+        raise CLIError(f"{run_dir / RUN_FILE}: model_config: {e}") from None
+    options = saved.get("options", {})
+    if any(k in given for k in MODEL_OPTIONS):
+        o = {**options, **{k: given[k] for k in MODEL_OPTIONS if k in given}}
+        wanted = _model_config(o["preset"], o["size"], o.get("block_size"), o.get("dropout"), o.get("set"),
+                               cfg.vocab_size)
+        diff = cfg.diff(wanted)
+        if diff:
+            raise CLIError(f"{run_dir} was trained with a different model config: " + "; ".join(
+                f"{k}: run {a!r}, given {b!r}" for k, (a, b) in diff.items()))
+    spec = saved["data"]
+    for k in DATA_OPTIONS:
+        if k in given and given[k] != spec.get({"data": "source"}.get(k, k)):
+            raise CLIError(f"{run_dir} was trained with {k}={spec.get({'data': 'source'}.get(k, k))!r}; "
+                           f"cannot resume with {k}={given[k]!r}")
+    tc_dict = {**saved["train_config"], **{k: given[k] for k in train_fields() if k in given}}
+    if "keep" in given:
+        tc_dict["keep_checkpoints"] = given["keep"]
+    tc = TrainConfig.from_dict(tc_dict)
+    check_batch(mesh, tc.batch_size)
+    if _is_main():
+        check_writable(run_dir)
+        if (run_dir / "checkpoints").is_dir():
+            check_writable(run_dir / "checkpoints")
+    tokenizer, data, fp = _load_data(spec, run_dir, load_tokenizer(run_dir))
+    if spec.get("fingerprint") and fp != spec["fingerprint"]:
+        raise CLIError(f"the data of {run_dir} ({spec.get('source') or 'embedded'}) changed since the run "
+                       "started; resuming on other data would not continue the same run")
+    resume = args.resume_step if args.resume_step is not None else True
+    return RunPlan(run_dir, cfg, tc, tokenizer, data, spec, options, resume=resume)
+
+
+def _build_and_commit(plan: RunPlan, lengths: list[int]):
+    """The model of the plan, with the memory of --eval-lengths checked; then the prepared run
+    folder of a fresh run replaces the user's (the only moment anything of theirs is deleted)."""
+    from physnets_core.folders import abandon_staging, commit_staging
+    from physnets_jax.model import build_model
+    from physnets_jax.training.memory import check_length_eval_fits
+
+    try:
+        model = build_model(plan.cfg, seed=plan.tc.seed)
+        if lengths:
+            check_length_eval_fits(model, lengths, batch=min(plan.tc.batch_size, 8))
+        if plan.staging is not None:
+            commit_staging(plan.staging, plan.run_dir)
+    except BaseException:
+        if plan.staging is not None:
+            abandon_staging(plan.staging)
+        raise
+    if plan.resume is False:
+        _sync("physnets-run-folder-ready")  # the other processes checkpoint into the folder just swapped in
+    return model
+
+
+def _print_header(plan: RunPlan, model, mesh) -> None:
+    import jax
+
+    from physnets_jax.model import count_params
+    from physnets_jax.training.sharding import describe_mesh
+
+    tc, cfg, tok, data = plan.tc, plan.cfg, plan.tokenizer, plan.data
+    if not _is_main():
+        return
+    devices = jax.devices()[0].platform
+    if mesh is not None:
+        procs = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
+        devices = f"{len(jax.devices())} {devices} devices{procs}, mesh {describe_mesh(mesh)}"
+    print(
+        f"{plan.options.get('preset')}-{plan.options.get('size')}: {count_params(model):,} parameters ({tok.kind} "
+        f"vocab {tok.vocab_size}, {len(data.train):,} train / {len(data.val):,} val tokens); {tc.steps} steps of "
+        f"{tc.batch_size}x{cfg.block_size} tokens, {tc.optimizer}"
+        f"{'+' + tc.condition if tc.condition != 'none' else ''}, loss {tc.loss}, on {devices}; run folder "
+        f"{plan.run_dir}",
+        flush=True,
+    )
+
+
+def _report(summary: dict, plan: RunPlan, invocation: str) -> int | None:
+    """Print how training ended; the exit status when it was interrupted, else None."""
+    import builtins
+    import math
+
+    tc = plan.tc
+    print = builtins.print if _is_main() else (lambda *a, **k: None)  # process 0 speaks for the run
+    if summary["interrupted"]:
+        print(f"interrupted by {summary['interrupted']} after step {summary['steps']}; checkpoint saved to "
+              f"{summary['checkpoint']}\ncontinue with: {invocation} --run-dir {plan.run_dir} --resume", flush=True)
+        return 130
+    if summary["start_step"] >= tc.steps:
+        print(f"nothing to do: {plan.run_dir} is already at step {summary['start_step']} of {tc.steps} "
+              "(pass a larger --steps to train on; the cosine schedule then stretches to the new end)")
+    elif summary["val_loss"] is not None:
+        rate = summary["tokens_per_s"]
+        speed = (f"{rate:,.0f} tokens/s" if math.isfinite(rate)
+                 else "tokens/s not measured (the only step compiled)")
+        print(f"done: step {summary['steps']}, train loss {summary['train_loss']:.4f}, val loss "
+              f"{summary['val_loss']:.4f}, {speed}, {summary['seconds']:.0f} s; checkpoint {summary['checkpoint']}")
+    return None
+
+
+def _after_training(plan: RunPlan, model, lengths: list[int], sample_fn, no_plot: bool) -> None:
+    """Length evaluation, loss.png and the final sample (main process only)."""
+    from physnets_jax.training.train import format_length_table, length_eval
+
+    if not _is_main():
+        return
+    if lengths:
+        rows = length_eval(model, plan.data, lengths, batch_size=min(plan.tc.batch_size, 8), batches=4,
+                           seed=plan.tc.seed)
+        (plan.run_dir / "eval_lengths.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+        print("validation loss by sequence length:\n" + format_length_table(rows, plan.cfg.block_size))
+    if not no_plot and (plan.run_dir / "metrics.jsonl").is_file():
+        from physnets_jax.training.plotting import plot_runs
+
+        plot_runs([plan.run_dir], plan.run_dir / "loss.png", title=plan.run_dir.name)
+    if plan.tc.sample_tokens > 0:
+        print("-" * 60 + "\n" + sample_fn(model) + "\n" + "-" * 60)
 
 
 def train_command(args: argparse.Namespace) -> int:
-    """Run `train`: fresh, or --resume from a run folder."""
-    import shutil
+    """Run `train`: fresh (everything checked and prepared beside the run folder first), or
+    --resume / --resume-step from a run folder."""
+    from physnets_jax.training.sharding import initialize_distributed
 
-    from physnets_jax.training.sharding import maybe_initialize_distributed
-
-    maybe_initialize_distributed()
+    # before JAX starts (it fixes the devices) and before anything is read or written
+    initialize_distributed(args.distributed, timeout=args.coordinator_timeout,
+                           heartbeat_timeout=args.heartbeat_timeout)
     import jax
 
-    from physnets_core.config import ModelConfig
-    from physnets_jax.model import build_model, count_params
-    from physnets_jax.training.data import load_tokenizer
-    from physnets_jax.training.train import TrainConfig, format_length_table, length_eval, train
+    from physnets_jax.training.train import train
 
-    given = {k: v for k, v in vars(args).items() if v is not None and k in TRAIN_DEFAULTS or k == "set" and v}
-    resume = args.resume or args.resume_step is not None
+    given = _given_options(args)
     lengths = _parse_lengths(args.eval_lengths)
     mesh = None
-    if args.mesh:
+    if args.mesh or jax.process_count() > 1:
         from physnets_jax.training.sharding import make_mesh
 
-        mesh = make_mesh(args.mesh)
-
-    if resume:
-        if not args.run_dir:
-            raise CLIError("--resume needs --run-dir (the folder of the run to continue)")
-        run_dir = pathlib.Path(args.run_dir)
-        if not (run_dir / RUN_FILE).is_file():
-            raise CLIError(f"{run_dir} is not a run folder (no {RUN_FILE}); nothing to resume")
-        saved = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
-        cfg = ModelConfig.from_dict(saved["model_config"])
-        options = saved.get("options", {})
-        if any(k in given for k in MODEL_OPTIONS):
-            o = {**saved["options"], **{k: given[k] for k in MODEL_OPTIONS if k in given}}
-            wanted = _model_config(o["preset"], o["size"], o.get("block_size"), o.get("dropout"), o.get("set"),
-                                   cfg.vocab_size)
-            diff = cfg.diff(wanted)
-            if diff:
-                raise CLIError(f"{run_dir} was trained with a different model config: " + "; ".join(
-                    f"{k}: run {a!r}, given {b!r}" for k, (a, b) in diff.items()))
-        spec = saved["data"]
-        for k in DATA_OPTIONS:
-            if k in given and given[k] != spec.get({"data": "source"}.get(k, k)):
-                raise CLIError(f"{run_dir} was trained with {k}={spec.get({'data': 'source'}.get(k, k))!r}; "
-                               f"cannot resume with {k}={given[k]!r}")
-        tc_dict = {**saved["train_config"], **{k: given[k] for k in TRAIN_FIELDS if k in given}}
-        if "keep" in given:
-            tc_dict["keep_checkpoints"] = given["keep"]
-        tc = TrainConfig.from_dict(tc_dict)
-        tokenizer = load_tokenizer(run_dir)
-        tokenizer, data, fp = _load_data(spec, run_dir, tokenizer)
-        if spec.get("fingerprint") and fp != spec["fingerprint"]:
-            raise CLIError(f"the data of {run_dir} ({spec.get('source') or 'embedded'}) changed since the run "
-                           "started; resuming on other data would not continue the same run")
-    else:
-        ablation = _ablation_options(args.ablation)
-        o = {**TRAIN_DEFAULTS, **ablation, **given}
-        if ablation and given.get("set"):  # the user's --set entries come after (and win over) the ablation's
-            o["set"] = ablation["set"] + given["set"]
-        if "size" not in given:  # "micro" (the quick-start size) exists for gpt and ripplegpt only
-            from physnets_core.config import preset_names, preset_sizes
-
-            if o["preset"] in preset_names() and o["size"] not in preset_sizes(o["preset"]):
-                o["size"] = "small"
-        run_dir = pathlib.Path(args.run_dir) if args.run_dir else _default_run_dir(o["preset"], o["size"])
-        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-            if not args.overwrite:
-                raise CLIError(f"run folder {run_dir} already exists; pass --overwrite to replace it, "
-                               "or --resume to continue it")
-            if _is_main():
-                shutil.rmtree(run_dir) if run_dir.is_dir() else run_dir.unlink()
-        # validate the model options before the (slower) data preparation
-        from physnets_core.config import preset as _preset
-
-        _preset(o["preset"], o["size"])
-        tokenizer_vocab = o["vocab_size"]
-        if o["tokenizer"] == "bpe" and tokenizer_vocab is None:
-            preset_vocab = _preset(o["preset"], o["size"]).vocab_size
-            tokenizer_vocab = preset_vocab if preset_vocab >= 256 else 1024
-        spec = {"source": o["data"], "tokenizer": o["tokenizer"], "vocab_size": tokenizer_vocab,
-                "val_fraction": o["val_fraction"], "memmap": bool(o["memmap"])}
-        tc = TrainConfig(**{k: o[k] for k in TRAIN_FIELDS}, keep_checkpoints=o["keep"])
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tokenizer, data, fp = _load_data(spec, run_dir)
-        spec["fingerprint"] = fp
-        cfg = _model_config(o["preset"], o["size"], o["block_size"], o["dropout"], o["set"], tokenizer.vocab_size)
-        options = {k: o[k] for k in MODEL_OPTIONS if k in o}
-        if _is_main():
-            saved = {"model_config": cfg.to_dict(), "train_config": tc.to_dict(), "data": spec, "options": options,
-                     "command": sys.argv}
-            (run_dir / RUN_FILE).write_text(json.dumps(saved, indent=2) + "\n", encoding="utf-8")
-            (run_dir / "config.json").write_text(cfg.to_json() + "\n", encoding="utf-8")
-
-    model = build_model(cfg, seed=tc.seed)
-    devices = f"{len(jax.devices())} {jax.devices()[0].platform} devices, mesh {dict(mesh.shape)}" if mesh else jax.devices()[0].platform
-    print(
-        f"{options.get('preset')}-{options.get('size')}: {count_params(model):,} parameters ({tokenizer.kind} vocab {tokenizer.vocab_size}, "
-        f"{len(data.train):,} train / {len(data.val):,} val tokens); {tc.steps} steps of "
-        f"{tc.batch_size}x{cfg.block_size} tokens, {tc.optimizer}"
-        f"{'+' + tc.condition if tc.condition != 'none' else ''}, loss {tc.loss}, on {devices}; run folder {run_dir}",
-        flush=True,
-    )
-    sample_fn = _sampler(tokenizer, data, tc.sample_tokens, tc.seed)
+        mesh = make_mesh(args.mesh or "data:-1")
+    resume = args.resume or args.resume_step is not None
+    plan = _plan_resume(args, given, mesh) if resume else _plan_fresh(args, given, mesh)
+    model = _build_and_commit(plan, lengths)
+    _print_header(plan, model, mesh)
+    sample_fn = _sampler(plan.tokenizer, plan.data, plan.tc.sample_tokens, plan.tc.seed)
     summary = train(
-        model, data, tc, progress=not args.no_progress and _is_main(),
-        checkpoint_dir=run_dir / "checkpoints", resume=(args.resume_step if args.resume_step is not None else True) if resume else False,
-        metrics_path=run_dir / "metrics.jsonl" if _is_main() else None,
-        meta={"data_fingerprint": spec.get("fingerprint")}, mesh=mesh, sample_fn=sample_fn,
+        model, plan.data, plan.tc, progress=not args.no_progress and _is_main(),
+        checkpoint_dir=plan.run_dir / "checkpoints", resume=plan.resume,
+        metrics_path=plan.run_dir / "metrics.jsonl" if _is_main() else None,
+        meta={"data_fingerprint": plan.spec.get("fingerprint")}, mesh=mesh, sample_fn=sample_fn,
     )
-    if summary["interrupted"]:
-        print(f"interrupted by {summary['interrupted']} after step {summary['steps']}; checkpoint saved to "
-              f"{summary['checkpoint']}\ncontinue with: python train_jax.py --run-dir {run_dir} --resume", flush=True)
-        return 130
-    if summary["start_step"] >= tc.steps:
-        print(f"nothing to do: {run_dir} is already at step {summary['start_step']} of {tc.steps} "
-              "(pass a larger --steps to train on; the cosine schedule then stretches to the new end)")
-    elif summary["val_loss"] is not None:
-        print(f"done: step {summary['steps']}, train loss {summary['train_loss']:.4f}, val loss {summary['val_loss']:.4f}, "
-              f"{summary['tokens_per_s']:,.0f} tokens/s, {summary['seconds']:.0f} s; checkpoint {summary['checkpoint']}")
-    if lengths and _is_main():
-        rows = length_eval(model, data, lengths, batch_size=min(tc.batch_size, 8), batches=4, seed=tc.seed)
-        (run_dir / "eval_lengths.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-        print("validation loss by sequence length:\n" + format_length_table(rows, cfg.block_size))
-    if not args.no_plot and _is_main() and (run_dir / "metrics.jsonl").is_file():
-        from physnets_jax.training.plotting import plot_runs
-
-        plot_runs([run_dir], run_dir / "loss.png", title=run_dir.name)
-    if tc.sample_tokens > 0 and _is_main():
-        print("-" * 60 + "\n" + sample_fn(model) + "\n" + "-" * 60)
+    status = _report(summary, plan, getattr(args, "invocation", None) or _invocation("train"))
+    if status is not None:
+        return status
+    _after_training(plan, model, lengths, sample_fn, args.no_plot)
     return 0
 
 
@@ -477,26 +753,47 @@ def load_for_inference(source):
         model.eval()
         spec = None
         if (run_dir / RUN_FILE).is_file():
-            spec = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))["data"]
+            from physnets_core.export_format import read_json
+
+            spec = read_json(run_dir / RUN_FILE).get("data")
     tokenizer = load_tokenizer(run_dir) if (run_dir / "tokenizer.json").is_file() else None
     return model, tokenizer, spec, run_dir
 
 
+SAMPLE_PROGRESS_FROM = 1000  # samples at least this long show a progress bar (on stderr)
+
+
 def sample_command(args) -> int:
-    """Print a sample from a trained model."""
+    """Print a sample from a trained model (memory checked first; a progress bar for long ones)."""
     import jax
     import numpy as np
 
     from physnets_jax.generate import generate
+    from physnets_jax.training.memory import check_fits, sample_bytes
 
+    if args.tokens < 0:
+        raise CLIError(f"--tokens {args.tokens} must be >= 0")
     model, tokenizer, _, _ = load_for_inference(args.source)
     if tokenizer is None:
         raise CLIError(f"{args.source} has no tokenizer.json; cannot encode the prompt")
     prompt = tokenizer.encode(args.prompt.replace("\\n", "\n"))
     if len(prompt) == 0:
         raise CLIError("--prompt must not be empty")
-    out = generate(model, np.asarray(prompt, np.int32)[None], args.tokens, key=jax.random.key(args.seed),
-                   temperature=args.temperature, top_k=args.top_k, greedy=args.greedy, crop=not model.cfg.extrapolates)
+    check_fits(sample_bytes(model, 1, len(prompt), args.tokens), f"--tokens {args.tokens}",
+               "ask for fewer tokens")
+    bar = None
+    if args.tokens >= SAMPLE_PROGRESS_FROM:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=args.tokens, desc="sample", unit="token", dynamic_ncols=True)
+    try:
+        out = generate(model, np.asarray(prompt, np.int32)[None], args.tokens, key=jax.random.key(args.seed),
+                       temperature=args.temperature, top_k=args.top_k, greedy=args.greedy,
+                       crop=not model.cfg.extrapolates,
+                       progress=None if bar is None else (lambda n: bar.update(n - bar.n)))
+    finally:
+        if bar is not None:
+            bar.close()
     print(tokenizer.decode(np.asarray(out)[0]))
     return 0
 
@@ -504,16 +801,19 @@ def sample_command(args) -> int:
 def eval_command(args) -> int:
     """Print the validation loss at several lengths."""
     from physnets_jax.training.data import load_corpus, prepare_data
+    from physnets_jax.training.memory import check_length_eval_fits
     from physnets_jax.training.train import format_length_table, length_eval
 
+    requested = _parse_lengths(args.eval_lengths)
     model, tokenizer, spec, run_dir = load_for_inference(args.source)
     if tokenizer is None:
         raise CLIError(f"{args.source} has no tokenizer.json; cannot encode the evaluation text")
+    block = model.cfg.block_size
+    lengths = requested or [block, 2 * block, 4 * block]
+    check_length_eval_fits(model, lengths, args.batch_size)
     source = args.data if args.data is not None else (spec or {}).get("source")
     fraction = (spec or {}).get("val_fraction", args.val_fraction) if args.data is None else args.val_fraction
     _, data = prepare_data(load_corpus(source), val_fraction=fraction, existing_tokenizer=tokenizer)
-    block = model.cfg.block_size
-    lengths = _parse_lengths(args.eval_lengths) or [block, 2 * block, 4 * block]
     rows = length_eval(model, data, lengths, batch_size=args.batch_size, batches=args.batches, seed=args.seed)
     print(f"{args.source}: validation loss ({source or 'embedded corpus'}, {args.batches} batches of "
           f"{args.batch_size}) by sequence length\n" + format_length_table(rows, block))
@@ -551,8 +851,7 @@ def plot_command(args) -> int:
 
 def compare_command(args) -> int:
     """Run comparison suites; write table.md, results.json and PNG plots per suite."""
-    import shutil
-
+    from physnets_core.folders import begin_staging, check_target, commit_staging
     from physnets_jax.training.compare import SUITES, format_table, run_suite, write_result
     from physnets_jax.training.data import load_corpus, prepare_data
 
@@ -567,8 +866,8 @@ def compare_command(args) -> int:
     for suite in suites:
         out = pathlib.Path(args.out) / suite if args.out and len(suites) > 1 else pathlib.Path(
             args.out or f"results/{suite}-{args.scale}-{args.tokenizer}-{stamp}")
-        if out.exists() and any(out.iterdir()) and not args.overwrite:
-            raise CLIError(f"results folder {out} already exists; pass --overwrite to replace it")
+        check_target(out, overwrite=args.overwrite, kinds=("results",), sources=[_local_source(args.data)],
+                     what="results folder")
         outs[suite] = out
     text = load_corpus(args.data)
     tokenizer, data = prepare_data(text, tokenizer=args.tokenizer, vocab_size=args.vocab_size)
@@ -579,11 +878,12 @@ def compare_command(args) -> int:
         result = run_suite(suite, scale=args.scale, seeds=tuple(range(args.seeds)), data=data,
                            vocab_size=tokenizer.vocab_size, tokenizer_name=args.tokenizer, steps=args.steps,
                            log=lambda m: print(m, flush=True))
-        result["data"] = str(args.data)
+        result["data"] = str(args.data) if args.data is not None else "embedded"
         result["wall_seconds"] = time.perf_counter() - t0
-        if out.exists() and args.overwrite:
-            shutil.rmtree(out)
-        paths = write_result(result, out)
+        staging = begin_staging(out)
+        written = write_result(result, staging)
+        commit_staging(staging, out)
+        paths = [out / p.relative_to(staging) for p in written]
         print(format_table(result))
         print(f"suite {suite}: {result['wall_seconds']:.0f} s; wrote " + ", ".join(str(p) for p in paths), flush=True)
     return 0
@@ -599,8 +899,7 @@ def _run(fn, args) -> int:
 
     try:
         return fn(args)
-    except (CLIError, CheckpointError, TrainingDiverged, ValueError, FileNotFoundError, FileExistsError,
-            ConnectionError) as err:
+    except (CLIError, CheckpointError, TrainingDiverged, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 1 if isinstance(err, TrainingDiverged) else 2
 

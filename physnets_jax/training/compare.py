@@ -10,6 +10,12 @@ once per seed, through `physnets_jax.training.train.train`. Results: a markdown 
 seeds of the final validation loss and perplexity, tokens/s, parameters), `results.json`, and PNG
 plots (validation-loss curves with a +-1 std band over seeds; validation loss by evaluation length
 for the extrapolation suite) in the output folder.
+
+The `wave-headline` suite is the exception on purpose: it replays the Wave-Native GPT headline
+run's own protocol (HEADLINE below: no parameter matching, the wave model trained 3x the steps
+at 2x the learning rate with RGD + QFE) and reports the seed's "validation" (one random batch of
+the training split) next to the held-out validation, so the protocol's share of the claimed gain
+can be read off.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-SUITES = ("seeds", "wave-ablation", "residual", "extrapolation")
+SUITES = ("seeds", "wave-ablation", "residual", "extrapolation", "wave-headline")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,13 +63,27 @@ SCALES = {
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-    """One model + optimisation setting of a suite."""
+    """One model + optimisation setting of a suite (steps_factor and lr: wave-headline only)."""
 
     label: str
     preset: str
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     optimizer: str = "adamw"
     loss: str = "ce"
+    steps_factor: int = 1  # trains steps_factor x the scale's steps
+    lr: float | None = None  # None: the scale's
+
+
+# The Wave-Native GPT headline run's protocol (spectral_cnn c04e261/38a89ad: wave_benchmark.py and
+# benchmark_results/benchmark_config.json): the classic control 5,000 steps of AdamW + CE at 3e-4,
+# the wave model 15,000 steps of RGD + QFE at 6e-4; batch 32, block 256, linear warmup 300 steps
+# then cosine to 0, weight decay 0.01, betas (0.9, 0.999), clipping 1.0, dropout 0.1; RGD strength
+# 0.3 over a 500-step resonance warmup; QFE lambda 0.05, threshold 0.01, unprojected; both models
+# with a 1024-row vocabulary and no parameter matching. Its "val loss" is the cross-entropy of ONE
+# random batch of the training split (eval mode), taken after training.
+HEADLINE = dict(classic_steps=5000, warmup_steps=300, rgd_warmup=500, classic_lr=3e-4, wave_lr=6e-4,
+                weight_decay=0.01, beta2=0.999, rgd_strength=0.3, qfe_lambda=0.05, dropout=0.1, vocab_size=1024)
+SEED_VAL_STREAM = 2  # batch_rng stream of the seed-style "validation" batch (training 0, evaluation 1)
 
 
 def suite_entries(suite: str) -> list[Entry]:
@@ -101,6 +121,16 @@ def suite_entries(suite: str) -> list[Entry]:
             Entry("gateloop", "gateloop"),
             Entry("wave_gpt", "wave_gpt"),
         ]
+    if suite == "wave-headline":
+        classic_lr, wave_lr = HEADLINE["classic_lr"], HEADLINE["wave_lr"]
+        return [
+            Entry("classic: N steps, AdamW + CE (the seed's control)", "classic", lr=classic_lr),
+            Entry("wave_gpt-headline: 3N steps, RGD + QFE (the seed's wave run)", "wave_gpt-headline",
+                  optimizer="rgd", loss="qfe", steps_factor=3, lr=wave_lr),
+            Entry("wave_gpt-headline: N steps, AdamW + CE (the control's protocol)", "wave_gpt-headline",
+                  lr=classic_lr),
+            Entry("classic: 3N steps, AdamW + CE at the wave run's lr", "classic", steps_factor=3, lr=wave_lr),
+        ]
     raise ValueError(f"unknown suite {suite!r}; valid suites: {', '.join(SUITES)}")
 
 
@@ -111,6 +141,47 @@ def entry_config(entry: Entry, scale: Scale, vocab_size: int, n_embd: int):
     fields = dict(vocab_size=vocab_size, n_layer=scale.n_layer, n_head=scale.n_head, n_embd=n_embd,
                   block_size=scale.block_size, dropout=0.0)
     return preset(entry.preset, "nano", **{**fields, **entry.overrides})
+
+
+def headline_config(entry: Entry, scale: Scale, vocab_size: int):
+    """wave-headline: the entry at the scale's base width, unmatched (the seed compared 15.08M with
+    15.43M), with the seed run's dropout and, for wave models, its waves per head ratio (H W = d)."""
+    from physnets_core.config import preset
+
+    fields = dict(vocab_size=vocab_size, n_layer=scale.n_layer, n_head=scale.n_head, n_embd=scale.base_width,
+                  block_size=scale.block_size, dropout=HEADLINE["dropout"], **entry.overrides)
+    if preset(entry.preset, "nano").embedding == "wave":
+        fields["wave.n_waves"] = scale.base_width // scale.n_head
+    return preset(entry.preset, "nano", **fields)
+
+
+def headline_train_config(entry: Entry, scale: Scale, seed: int):
+    """wave-headline: the seed run's optimisation settings (HEADLINE) for an entry, its absolute step
+    counts (warmup 300, resonance warmup 500) scaled by scale.steps / 5,000 like its run lengths."""
+    from physnets_jax.training.train import TrainConfig
+
+    factor = scale.steps / HEADLINE["classic_steps"]
+    steps = scale.steps * entry.steps_factor
+    return TrainConfig(
+        steps=steps, batch_size=scale.batch_size, lr=entry.lr or scale.lr, min_lr_ratio=0.0,
+        warmup_steps=min(round(HEADLINE["warmup_steps"] * factor), steps - 1),
+        weight_decay=HEADLINE["weight_decay"], beta2=HEADLINE["beta2"], grad_clip=1.0,
+        optimizer=entry.optimizer, loss=entry.loss, qfe_lambda=HEADLINE["qfe_lambda"], qfe_project=False,
+        rgd_strength=HEADLINE["rgd_strength"], rgd_warmup=max(1, round(HEADLINE["rgd_warmup"] * factor)),
+        eval_interval=min(scale.eval_interval, steps), eval_batches=scale.eval_batches,
+        log_interval=min(10, steps), seed=seed,
+    )
+
+
+def seed_style_val_loss(model, data, batch_size: int, block_size: int, seed: int) -> float:
+    """The seed's "val loss": cross-entropy (eval mode) of ONE random batch of the TRAINING split."""
+    from flax import nnx
+
+    from physnets_jax.training.train import eval_loss
+
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    x, y = data.batch_at("train", batch_size, block_size, seed, 0, SEED_VAL_STREAM)
+    return float(eval_loss(graphdef, params, rest, x, y))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -175,21 +246,32 @@ def run_suite(
         sc = dataclasses.replace(sc, steps=steps, eval_interval=min(sc.eval_interval, steps),
                                  warmup_steps=min(sc.warmup_steps, steps))
     entries = suite_entries(suite)
-    vocab = vocab_size
-    target = param_count(entry_config(entries[0], sc, vocab, sc.base_width))
+    headline = suite == "wave-headline"
+    vocab = max(vocab_size, HEADLINE["vocab_size"]) if headline else vocab_size  # the seed's 1024 rows
+    if headline:
+        target = param_count(headline_config(entries[0], sc, vocab))
+    else:
+        target = param_count(entry_config(entries[0], sc, vocab, sc.base_width))
     rows = []
     for entry in entries:
-        cfg, count = match_width(entry, sc, vocab, target)
+        if headline:
+            cfg = headline_config(entry, sc, vocab)
+            count = param_count(cfg)
+        else:
+            cfg, count = match_width(entry, sc, vocab, target)
         log(f"{entry.label}: n_embd {cfg.n_embd}, {count:,} parameters ({count / target - 1:+.1%} vs target {target:,})")
         per_seed = []
         for seed in seeds:
-            tc = TrainConfig(
-                steps=sc.steps, batch_size=sc.batch_size, lr=sc.lr, warmup_steps=sc.warmup_steps,
-                optimizer=entry.optimizer, loss=entry.loss, eval_interval=sc.eval_interval,
-                eval_batches=sc.eval_batches, log_interval=min(10, sc.steps), seed=seed,
-                weight_decay=0.01 if entry.optimizer == "rgd" else 0.1,
-                rgd_strength=0.3, rgd_warmup=min(500, sc.steps),
-            )
+            if headline:
+                tc = headline_train_config(entry, sc, seed)
+            else:
+                tc = TrainConfig(
+                    steps=sc.steps, batch_size=sc.batch_size, lr=sc.lr, warmup_steps=sc.warmup_steps,
+                    optimizer=entry.optimizer, loss=entry.loss, eval_interval=sc.eval_interval,
+                    eval_batches=sc.eval_batches, log_interval=min(10, sc.steps), seed=seed,
+                    weight_decay=0.01 if entry.optimizer == "rgd" else 0.1,
+                    rgd_strength=0.3, rgd_warmup=min(500, sc.steps),
+                )
             model = build_model(cfg, seed=seed)
             t0 = time.perf_counter()
             summary = train(model, data, tc, progress=False, handle_signals=False, print_fn=lambda _s: None)
@@ -201,8 +283,11 @@ def run_suite(
             if suite == "extrapolation":
                 record["lengths"] = length_eval(model, data, sc.eval_lengths, batch_size=8,
                                                 batches=sc.eval_batches, seed=seed)
+            if headline:
+                record["seed_val_loss"] = seed_style_val_loss(model, data, sc.batch_size, sc.block_size, seed)
             per_seed.append(record)
-            log(f"  seed {seed}: val {record['val_loss']:.4f}, {record['tokens_per_s']:,.0f} tokens/s, "
+            extra = f", seed-style val {record['seed_val_loss']:.4f}" if headline else ""
+            log(f"  seed {seed}: val {record['val_loss']:.4f}{extra}, {record['tokens_per_s']:,.0f} tokens/s, "
                 f"{record['seconds']:.0f} s")
         val_mean, val_std = _mean_std([r["val_loss"] for r in per_seed])
         tps_mean, _ = _mean_std([r["tokens_per_s"] for r in per_seed])
@@ -213,6 +298,9 @@ def run_suite(
                "extrapolates": cfg.extrapolates, "seeds": per_seed}
         if suite == "extrapolation":
             row["lengths"] = _length_summary(per_seed)
+        if headline:
+            row["steps"], row["lr"] = tc.steps, tc.lr
+            row["seed_val_loss_mean"], row["seed_val_loss_std"] = _mean_std([r["seed_val_loss"] for r in per_seed])
         rows.append(row)
     return {"suite": suite, "scale": dataclasses.asdict(sc), "tokenizer": tokenizer_name, "vocab_size": vocab,
             "target_params": target, "seeds": list(seeds), "rows": rows}
@@ -232,6 +320,8 @@ def _length_summary(per_seed: list[dict]) -> list[dict]:
 def format_table(result: dict) -> str:
     """Markdown table of a suite result (plus the length table for the extrapolation suite)."""
     n = len(result["seeds"])
+    if result["suite"] == "wave-headline":
+        return _format_headline_table(result)
     lines = [
         f"| entry | params | n_embd | optimizer | loss | val loss (mean +- std, {n} seeds) | perplexity | tokens/s |",
         "|---|---:|---:|---|---|---:|---:|---:|",
@@ -250,6 +340,22 @@ def format_table(result: dict) -> str:
             cells = [f"{x['val_loss_mean']:.4f} +- {x['val_loss_std']:.4f}" if "val_loss_mean" in x
                      else "cannot extrapolate" for x in r["lengths"]]
             lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _format_headline_table(result: dict) -> str:
+    n = len(result["seeds"])
+    lines = [
+        f"| entry | params | steps | optimizer + loss | lr | seed's \"val\" (1 training batch, {n} seeds) | "
+        f"held-out val ({n} seeds) | held-out ppl | tokens/s |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['label']} | {r['params']:,} | {r['steps']:,} | {r['optimizer']} + {r['loss']} | {r['lr']:g} | "
+            f"{r['seed_val_loss_mean']:.4f} +- {r['seed_val_loss_std']:.4f} | "
+            f"{r['val_loss_mean']:.4f} +- {r['val_loss_std']:.4f} | {r['ppl_mean']:.2f} | {r['tokens_per_s']:,.0f} |"
+        )
     return "\n".join(lines)
 
 

@@ -248,9 +248,10 @@ class CharTokenizer:
 
     @classmethod
     def load(cls, path: str | pathlib.Path) -> CharTokenizer:
-        """Read a vocabulary written by save()."""
-        data = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
-        return cls(data["chars"])
+        """Read a vocabulary written by save() (errors name the file)."""
+        from physnets_core.export_format import read_json
+
+        return cls(read_json(path)["chars"])
 
 
 class BPETokenizer:
@@ -336,10 +337,19 @@ def load_tokenizer(path: str | pathlib.Path):
         path = path / TOKENIZER_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no tokenizer file at {path}")
-    data = json.loads(path.read_text(encoding="utf-8"))
+    from physnets_core.export_format import read_json
+
+    data = read_json(path)
     if data.get("kind") == "char":
+        if not isinstance(data.get("chars"), str) or not data["chars"]:
+            raise ValueError(f"{path} is a char tokenizer without its characters ('chars' must be a non-empty string)")
         return CharTokenizer(data["chars"])
-    return BPETokenizer.load(path)
+    try:
+        return BPETokenizer.load(path)
+    except Exception as err:  # the tokenizers library raises its own exception type
+        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise ValueError(f"{path} is neither a char tokenizer nor a BPE tokenizer of the tokenizers library "
+                         f"({reason})") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -361,7 +371,8 @@ def write_tokens(path: str | pathlib.Path, ids: np.ndarray, vocab_size: int) -> 
     """Write ids to a raw binary file (uint16/uint32) and return it memory-mapped read-only."""
     path = pathlib.Path(path)
     dtype = token_dtype(vocab_size)
-    tmp = path.with_name(path.name + ".tmp")
+    # a name of its own per writer: the processes of a multi-process run may share the folder
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}-{os.urandom(4).hex()}")
     np.asarray(ids, dtype=dtype).tofile(tmp)
     os.replace(tmp, path)
     return open_tokens(path, vocab_size)
@@ -394,20 +405,30 @@ class TokenData:
             raise ValueError(f"split={name!r} must be 'train' or 'val'")
         return self.train if name == "train" else self.val
 
-    def batch(self, split: str, batch_size: int, block_size: int, rng: np.random.Generator):
-        """(x, y) int32 arrays (batch, block): random windows and their next-token targets."""
+    def batch(self, split: str, batch_size: int, block_size: int, rng: np.random.Generator, rows=None):
+        """(x, y) int32 arrays (batch, block): random windows and their next-token targets.
+
+        All batch_size window starts are drawn from rng; with `rows` (indices into the batch) only
+        those rows are read, so a process of a multi-process run reads just its share and its
+        rows equal the same rows of the whole batch."""
         data = self.split(split)
         if len(data) <= block_size:
             raise ValueError(
                 f"{split} split has {len(data)} tokens, fewer than block_size + 1 = {block_size + 1}"
             )
         starts = rng.integers(0, len(data) - block_size, size=batch_size)
+        if rows is not None:
+            starts = starts[np.asarray(rows, dtype=np.int64)]
+        if len(starts) == 0:
+            empty = np.zeros((0, block_size), np.int32)
+            return empty, empty
         window = np.stack([np.asarray(data[s : s + block_size + 1]) for s in starts]).astype(np.int32)
         return window[:, :-1], window[:, 1:]
 
-    def batch_at(self, split: str, batch_size: int, block_size: int, seed: int, step: int, stream: int = 0):
-        """The batch of `step` (deterministic from seed, step and stream)."""
-        return self.batch(split, batch_size, block_size, batch_rng(seed, step, stream))
+    def batch_at(self, split: str, batch_size: int, block_size: int, seed: int, step: int, stream: int = 0,
+                 rows=None):
+        """The batch of `step` (deterministic from seed, step and stream), or its `rows` only."""
+        return self.batch(split, batch_size, block_size, batch_rng(seed, step, stream), rows=rows)
 
 
 def prepare_data(

@@ -41,13 +41,16 @@ class TrainingDiverged(FloatingPointError):
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation and loop settings (defaults: the RippleGPT reference, AdamW 1e-3, betas 0.9/0.99)."""
+    """Optimisation and loop settings: the single source of training defaults (the `physnets train`
+    / train_jax.py options, train(), compare and the ablations all start from these). The defaults
+    are the quick CPU run of docs/training.md: AdamW 2e-3 with betas (0.9, 0.99), 300 steps of 16
+    sequences, warmup 30, cosine decay to 10%, a checkpoint every 100 steps."""
 
-    steps: int = 500
-    batch_size: int = 32
-    lr: float = 1e-3
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 2e-3
     min_lr_ratio: float = 0.1
-    warmup_steps: int = 50
+    warmup_steps: int = 30
     schedule: str = "cosine"  # cosine: warmup then cosine decay to lr * min_lr_ratio; constant: warmup then lr
     weight_decay: float = 0.1
     beta1: float = 0.9
@@ -60,23 +63,29 @@ class TrainConfig:
     rgd_warmup: int = 1000  # rgd: resonance warmup steps
     loss: str = "ce"  # ce | qfe (cross-entropy + qfe_lambda * phase coherence)
     qfe_lambda: float = 0.05
+    qfe_project: bool = True  # qfe: project V > 256 onto 256 dims; False: full one-hot (the headline run)
     eval_interval: int = 100
     eval_batches: int = 10
     log_interval: int = 10
     seed: int = 1337
-    ckpt_interval: int = 0  # save a checkpoint every N steps (0: only at the end and on a signal)
+    ckpt_interval: int = 100  # save a checkpoint every N steps (0: only at the end and on a signal)
     keep_checkpoints: int = 3
-    sample_tokens: int = 0  # length of the text sample printed at each evaluation (0: none)
+    sample_tokens: int = 200  # length of the text sample printed at each evaluation (0: none)
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_interval", "eval_batches", "log_interval", "keep_checkpoints"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name}={value!r} must be a positive integer")
-        for name in ("warmup_steps", "ckpt_interval", "sample_tokens", "rgd_warmup"):
+        for name in ("warmup_steps", "ckpt_interval", "sample_tokens", "rgd_warmup", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name}={value!r} must be a non-negative integer")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("float", float) and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                               or not math.isfinite(value)):
+                raise ValueError(f"{f.name}={value!r} must be a finite number")
         if not self.lr > 0:
             raise ValueError(f"lr={self.lr} must be > 0")
         for name in ("weight_decay", "grad_clip", "qfe_lambda", "rgd_strength"):
@@ -87,6 +96,8 @@ class TrainConfig:
         for name in ("beta1", "beta2", "momentum"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1)")
+        if not isinstance(self.qfe_project, bool):
+            raise ValueError(f"qfe_project={self.qfe_project!r} must be True or False")
         for name, choices in (
             ("optimizer", OPTIMIZERS), ("condition", CONDITIONING), ("loss", LOSSES), ("schedule", SCHEDULES)
         ):
@@ -164,8 +175,19 @@ def make_optimizer(tc: TrainConfig) -> optax.GradientTransformation:
     return optax.chain(*parts)
 
 
-@functools.lru_cache(maxsize=16)
+# TrainConfig fields the optimizer does not read: configs that differ only in them share one
+# optimizer object, hence one compiled train_step (tx is a static argument of the jit).
+_LOOP_FIELDS = ("eval_interval", "eval_batches", "log_interval", "seed", "ckpt_interval", "keep_checkpoints",
+                "sample_tokens", "loss", "qfe_lambda")
+
+
 def _cached_optimizer(tc: TrainConfig) -> optax.GradientTransformation:
+    defaults = TrainConfig()
+    return _optimizer_for(tc.replace(**{k: getattr(defaults, k) for k in _LOOP_FIELDS}))
+
+
+@functools.lru_cache(maxsize=16)
+def _optimizer_for(tc: TrainConfig) -> optax.GradientTransformation:
     return make_optimizer(tc)
 
 
@@ -177,14 +199,14 @@ def make_loss(tc: TrainConfig) -> Callable[[jax.Array, jax.Array], jax.Array]:
         from physnets_jax.losses import qfe_loss  # noqa: F401  (present?)
     except ImportError as err:
         raise ValueError(f"loss='qfe' needs physnets_jax.losses.qfe_loss ({err})") from None
-    return _qfe_with_lambda(float(tc.qfe_lambda))
+    return _qfe_with_lambda(float(tc.qfe_lambda), bool(tc.qfe_project))
 
 
 @functools.lru_cache(maxsize=8)
-def _qfe_with_lambda(lam: float):
-    from physnets_jax.losses import qfe_loss
+def _qfe_with_lambda(lam: float, project: bool = True):
+    from physnets_jax.losses import QFE_PROJECTION_DIM, qfe_loss
 
-    return partial(qfe_loss, lambda_coherence=lam)
+    return partial(qfe_loss, lambda_coherence=lam, projection_dim=QFE_PROJECTION_DIM if project else None)
 
 
 def _train_step(graphdef, tx, params, rest, opt_state, x, y, loss_fn=cross_entropy):
@@ -206,11 +228,20 @@ def sharded_train_step(params, rest, opt_state):
     """train_step jitted with output shardings pinned to those of the given (sharded) state, so
     every step reuses one compilation."""
     shardings = jax.tree.map(lambda a: a.sharding, (params, rest, opt_state))
-    replicated = jax.sharding.NamedSharding(jax.tree.leaves(shardings)[0].mesh, jax.sharding.PartitionSpec())
-    return jax.jit(
-        _train_step, static_argnums=(0, 1), static_argnames=("loss_fn",), donate_argnums=(2, 3, 4),
-        out_shardings=(*shardings, replicated),
-    )
+    leaves, treedef = jax.tree.flatten(shardings)
+    key = (treedef, tuple(leaves))
+    if key not in _SHARDED_STEPS:  # equal shardings reuse one jitted function (and its compilation)
+        replicated = jax.sharding.NamedSharding(leaves[0].mesh, jax.sharding.PartitionSpec())
+        if len(_SHARDED_STEPS) >= 8:
+            _SHARDED_STEPS.pop(next(iter(_SHARDED_STEPS)))
+        _SHARDED_STEPS[key] = jax.jit(
+            _train_step, static_argnums=(0, 1), static_argnames=("loss_fn",), donate_argnums=(2, 3, 4),
+            out_shardings=(*shardings, replicated),
+        )
+    return _SHARDED_STEPS[key]
+
+
+_SHARDED_STEPS: dict = {}
 
 
 @partial(jax.jit, static_argnums=0)
@@ -238,14 +269,17 @@ EVAL_STREAM = 1  # batch_rng stream of evaluation batches (training uses stream 
 
 
 def estimate_loss(graphdef, params, rest, data: TokenData, tc: TrainConfig, block_size: int, mesh=None) -> dict:
-    """Mean loss over eval_batches fixed batches of each split (same batches every call)."""
-    from physnets_jax.training.sharding import put_batch
+    """Mean loss over eval_batches fixed batches of each split (same batches every call); with a
+    mesh, each process reads only its rows of every batch."""
+    from physnets_jax.training.sharding import global_batch
 
     out = {}
     for split in ("train", "val"):
         losses = [
-            eval_loss(graphdef, params, rest,
-                      *put_batch(mesh, *data.batch_at(split, tc.batch_size, block_size, tc.seed, i, EVAL_STREAM)))
+            eval_loss(graphdef, params, rest, *global_batch(
+                mesh, tc.batch_size,
+                lambda rows, split=split, i=i: data.batch_at(split, tc.batch_size, block_size, tc.seed, i,
+                                                              EVAL_STREAM, rows=rows)))
             for i in range(tc.eval_batches)
         ]
         out[split] = float(np.mean(jax.device_get(losses)))
@@ -328,6 +362,235 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
+class _Throughput:
+    """Tokens per second of the training steps alone: the first step (compilation), evaluation and
+    checkpoint saving are left out. A window is the time between two log steps."""
+
+    def __init__(self, tokens_per_step: int):
+        self.tokens_per_step = tokens_per_step
+        self.window_start = time.perf_counter()
+        self.window_steps = 0
+        self.seconds = 0.0
+        self.steps = 0
+
+    def restart(self) -> None:
+        """Open a new, empty window now (after the compiling first step)."""
+        self.window_start, self.window_steps = time.perf_counter(), 0
+
+    def exclude(self, seconds: float) -> None:
+        """Leave `seconds` (an evaluation, a save) out of the current window."""
+        self.window_start += seconds
+
+    def close_window(self) -> float | None:
+        """Tokens/s of the window just ended (None when it holds no timed step); opens the next."""
+        now = time.perf_counter()
+        rate = None
+        if self.window_steps:
+            rate = self.window_steps * self.tokens_per_step / max(now - self.window_start, 1e-9)
+            self.seconds += now - self.window_start
+            self.steps += self.window_steps
+        self.window_start, self.window_steps = now, 0
+        return rate
+
+    def overall(self) -> float:
+        """Tokens/s over every timed step (nan when none was timed, e.g. a one-step run)."""
+        return self.steps * self.tokens_per_step / self.seconds if self.seconds > 0 else float("nan")
+
+
+def truncate_metrics(path: pathlib.Path, last_step: int, say: Callable[[str], None]) -> None:
+    """Keep the records of steps <= last_step in a metrics.jsonl (a resume drops what came after its
+    checkpoint). A torn last line (a kill during its write) is dropped; any other line that is not
+    JSON raises a ValueError naming the file and line."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            if i == len(lines):
+                say(f"note: dropped the torn last line {i} of {path} (written when the run was killed)")
+                continue
+            raise ValueError(f"{path} line {i} is not JSON ({err.msg}); fix or delete that line to resume") from None
+        if record.get("step", 0) <= last_step:
+            kept.append(line)
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+def _initial_state(model: Decoder, tx, mesh):
+    """(graphdef, params, rest, opt_state) of `model`, sharded over `mesh` or committed to one device."""
+    from physnets_jax.training.sharding import shard_tree
+
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    params = _strong(params)  # weak-typed leaves would make the second step compile again
+    if mesh is not None:
+        params, rest = shard_tree(params, mesh), shard_tree(rest, mesh)
+        opt_state = shard_tree(jax.jit(tx.init)(params), mesh)
+    else:
+        # committed to one device, like restored checkpoints, so a resume reuses the compiled step
+        device = jax.local_devices()[0]
+        params, rest = jax.device_put(params, device), jax.device_put(rest, device)
+        opt_state = jax.device_put(tx.init(params), device)
+    return graphdef, params, rest, _strong(opt_state)
+
+
+def _restore(ckpt, resume: bool | int, state, meta: dict, tc: TrainConfig, say) -> tuple[Any, int]:
+    """(state, start step) to continue from: the checkpoint `resume` names (True: the latest).
+
+    A run that has no checkpoint yet (killed before its first) starts again from step 0.
+    Resuming from an earlier step abandons the branch after it: its later checkpoints are
+    deleted here (the metrics after it are dropped by the caller), so a later --resume
+    continues this branch and never mixes the two.
+    """
+    from physnets_jax.training.checkpoint import CheckpointError
+
+    step = None if resume is True else int(resume)
+    if step is None and ckpt.latest_step() is None:
+        say(f"note: {ckpt.directory} holds no checkpoint yet (the run stopped before its first): starting at step 0")
+        return state, 0
+    expect = {k: meta[k] for k in ("model_config", "train_config", "data_fingerprint") if k in meta}
+    state, saved = ckpt.restore(step, state, expect=expect)
+    start = int(saved["step"])
+    if start > tc.steps:
+        raise CheckpointError(f"checkpoint step {start} is beyond steps={tc.steps}; pass a larger --steps")
+    later = [s for s in ckpt.steps() if s > start]
+    if later:
+        say(f"resuming from step {start}: deleting the later checkpoints ({', '.join(map(str, later))}) and "
+            f"the metrics after step {start}, the branch abandoned here")
+        ckpt.delete_after(start)
+    return state, start
+
+
+class _Loop:
+    """One training run's state between steps (params, optimizer state, pending losses, history,
+    last checkpoint) and the things done at log, eval and checkpoint steps."""
+
+    def __init__(self, *, graphdef, state, tx, tc: TrainConfig, data: TokenData, block_size: int, mesh, ckpt,
+                 meta: dict, start: int, metrics_file, on_log, sample_fn, say):
+        self.graphdef, (self.params, self.rest, self.opt_state) = graphdef, state
+        self.tx, self.tc, self.data, self.block_size, self.mesh = tx, tc, data, block_size, mesh
+        self.ckpt, self.meta, self.start = ckpt, meta, start
+        self.metrics_file, self.on_log, self.sample_fn, self.say = metrics_file, on_log, sample_fn, say
+        self.loss_fn = make_loss(tc)
+        self.schedule = make_schedule(tc)
+        self.step_fn = train_step if mesh is None else sharded_train_step(self.params, self.rest, self.opt_state)
+        self.history: list[dict] = []
+        self.losses: dict[int, float] = {}
+        self.pending: list[tuple[int, jax.Array]] = []
+        self.last_ckpt = ckpt.path(start) if (ckpt is not None and start > 0) else None
+        self.last_ckpt_step = start if self.last_ckpt is not None else None
+        self.timer = _Throughput(tc.batch_size * block_size)
+
+    def step(self, step: int) -> None:
+        """Run training step `step` (its batch is a pure function of seed and step; with a mesh,
+        each process reads only the rows its devices hold)."""
+        from physnets_jax.training.sharding import global_batch
+
+        tc = self.tc
+        x, y = global_batch(self.mesh, tc.batch_size, lambda rows: self.data.batch_at(
+            "train", tc.batch_size, self.block_size, tc.seed, step, rows=rows))
+        self.params, self.rest, self.opt_state, loss = self.step_fn(
+            self.graphdef, self.tx, self.params, self.rest, self.opt_state, x, y, loss_fn=self.loss_fn)
+        self.pending.append((step, loss))
+        self.timer.window_steps += 1
+        if step == self.start + 1:  # leave compilation out of the throughput figures
+            jax.block_until_ready(loss)
+            self.timer.restart()
+
+    def flush_losses(self) -> float | None:
+        """Fetch pending per-step losses (one host sync); raise TrainingDiverged at the first non-finite."""
+        if not self.pending:
+            return None
+        values = jax.device_get([v for _, v in self.pending])
+        for (s, _), v in zip(self.pending, values, strict=True):
+            v = float(v)
+            if not math.isfinite(v):
+                where = f"{self.last_ckpt} (step {self.last_ckpt_step})" if self.last_ckpt is not None else "none"
+                raise TrainingDiverged(
+                    f"loss became {v} at step {s}; stopped. Last good checkpoint: {where}. "
+                    "Try a lower --lr or --grad-clip."
+                )
+            self.losses[s] = v
+        self.pending.clear()
+        return float(np.mean(values))
+
+    def log_record(self, step: int) -> dict:
+        """The metrics record of a log step (tokens_per_s is None when nothing was timed)."""
+        window_loss = self.flush_losses()
+        tok_s = self.timer.close_window()
+        return {"step": step, "loss": self.losses[step], "window_loss": window_loss, "tokens_per_s": tok_s,
+                "lr": float(self.schedule(step - 1))}
+
+    def evaluate(self, step: int, record: dict | None) -> dict:
+        """Add train/val losses (and print them, with a sample) to the record of `step`."""
+        self.flush_losses()
+        t_eval = time.perf_counter()
+        split = estimate_loss(self.graphdef, self.params, self.rest, self.data, self.tc, self.block_size, self.mesh)
+        self.say(f"step {step}: train {split['train']:.4f}, val {split['val']:.4f}")
+        if self.sample_fn is not None and self.tc.sample_tokens > 0 and step != self.tc.steps:  # caller samples at the end
+            from physnets_jax.training.sharding import is_main_process, to_local
+
+            params, rest = to_local((self.params, self.rest))  # every process takes part in the gather
+            if is_main_process():
+                text = self.sample_fn(nnx.merge(self.graphdef, params, rest))
+                self.say("sample: " + text.replace("\n", "\n        "))
+        self.timer.exclude(time.perf_counter() - t_eval)  # evaluation is not training time
+        return {**(record or {"step": step}), "train_loss": split["train"], "val_loss": split["val"]}
+
+    def emit(self, record: dict) -> None:
+        """Keep a record, append it to metrics.jsonl, pass it to on_log."""
+        self.history.append(record)
+        if self.metrics_file is not None:
+            self.metrics_file.write(json.dumps(record, allow_nan=False) + "\n")
+            self.metrics_file.flush()
+        if self.on_log is not None:
+            self.on_log(record)
+
+    def save(self, step: int) -> None:
+        """Checkpoint the state of `step` (refused when a parameter is non-finite)."""
+        t_save = time.perf_counter()
+        self.flush_losses()
+        if not bool(_all_finite(self.params)):
+            raise TrainingDiverged(
+                f"parameters became non-finite after step {step}; not saved. Last good checkpoint: "
+                f"{self.last_ckpt if self.last_ckpt is not None else 'none'}"
+            )
+        self.last_ckpt = self.ckpt.save(step, (self.params, self.rest, self.opt_state), self.meta)
+        self.last_ckpt_step = step
+        self.timer.exclude(time.perf_counter() - t_save)  # nor is saving
+
+    def after_step(self, step: int) -> None:
+        """Log, evaluate and checkpoint as the intervals say."""
+        tc = self.tc
+        record = self.log_record(step) if step % tc.log_interval == 0 or step == tc.steps else None
+        if step % tc.eval_interval == 0 or step == tc.steps:
+            record = self.evaluate(step, record)
+        if record is not None:
+            self.emit(record)
+        if self.ckpt is not None and tc.ckpt_interval and step % tc.ckpt_interval == 0:
+            self.save(step)
+
+    def summary(self, step: int, seconds: float, interrupted: str | None) -> dict:
+        """What train() returns."""
+        evals = [r for r in self.history if "val_loss" in r]
+        return {
+            "steps": step,
+            "start_step": self.start,
+            "losses": [self.losses[s] for s in sorted(self.losses)],
+            "loss_steps": sorted(self.losses),
+            "train_loss": evals[-1]["train_loss"] if evals else None,
+            "val_loss": evals[-1]["val_loss"] if evals else None,
+            "tokens_per_s": self.timer.overall(),
+            "seconds": seconds,
+            "history": self.history,
+            "interrupted": interrupted,
+            "checkpoint": str(self.last_ckpt) if self.last_ckpt is not None else None,
+        }
+
+
 def train(
     model: Decoder,
     data: TokenData,
@@ -350,164 +613,86 @@ def train(
 
     checkpoint_dir: orbax checkpoints every tc.ckpt_interval steps, at the end and on
     SIGINT/SIGTERM (then the loop stops after the current step and the summary says
-    interrupted). resume: True (latest checkpoint) or a step: continue from it so the loss
-    sequence equals an uninterrupted run's. metrics_path: one JSON record per log/eval step
-    (on resume, records after the checkpoint are dropped first). meta: extra JSON stored in
-    checkpoints and compared on resume (e.g. data_fingerprint). mesh: a jax.sharding.Mesh with
-    axes (data, fsdp). sample_fn(model) -> text printed at each evaluation.
+    interrupted). resume: True (latest checkpoint; step 0 when there is none yet) or a step:
+    continue from it so the loss sequence equals an uninterrupted run's; checkpoints after that
+    step are deleted first (docs/training.md, resume rules). metrics_path: one JSON record per
+    log/eval step (on resume, records after the checkpoint are dropped first). meta: extra JSON
+    stored in checkpoints and compared on resume (e.g. data_fingerprint). mesh: a
+    jax.sharding.Mesh with axes (data, fsdp), possibly over the devices of several processes:
+    then every process calls train() alike, reads only its rows of each batch and writes its
+    checkpoint shards; only process 0 prints (pass metrics_path there only); the model ends with
+    host-local copies of the weights, gathered from all processes. sample_fn(model) -> text
+    printed at each evaluation.
     """
-    from physnets_jax.training.checkpoint import Checkpointer, CheckpointError
-    from physnets_jax.training.sharding import put_batch, shard_tree
+    from physnets_jax.training.checkpoint import Checkpointer
+    from physnets_jax.training.sharding import any_process, check_batch, is_main_process, to_local
 
     block_size = block_size or model.cfg.block_size
+    check_batch(mesh, tc.batch_size, "batch_size")
+    if mesh is None and jax.process_count() > 1:
+        raise ValueError(f"this is one of {jax.process_count()} processes: pass a mesh over all their devices "
+                         "(e.g. make_mesh('data:-1')), or every process would train a model of its own")
+    main = is_main_process()
+    multiprocess = mesh is not None and jax.process_count() > 1
     tx = _cached_optimizer(tc)  # the same object for equal configs: the jitted step is reused
-    schedule = make_schedule(tc)
-    loss_fn = make_loss(tc)
     model.train()
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    params = _strong(params)  # weak-typed leaves would make the second step compile again
-    if mesh is not None:
-        params, rest = shard_tree(params, mesh), shard_tree(rest, mesh)
-        opt_state = jax.jit(tx.init)(params)
-        opt_state = shard_tree(opt_state, mesh)
-    else:
-        # committed to one device, like restored checkpoints, so a resume reuses the compiled step
-        device = jax.local_devices()[0]
-        params, rest = jax.device_put(params, device), jax.device_put(rest, device)
-        opt_state = jax.device_put(tx.init(params), device)
-    opt_state = _strong(opt_state)
-    names = param_names(params)
+    graphdef, *state = _initial_state(model, tx, mesh)
+    names = param_names(state[0])
     meta = {**(meta or {}), "model_config": model.cfg.to_dict(), "train_config": tc.to_dict(),
             "param_names": names, "n_params_leaves": len(names)}
-
-    ckpt = Checkpointer(checkpoint_dir, keep=tc.keep_checkpoints) if checkpoint_dir is not None else None
-    start = 0
-    if resume is not False and resume is not None:
-        if ckpt is None:
-            raise ValueError("resume needs checkpoint_dir")
-        step = None if resume is True else int(resume)
-        expect = {k: meta[k] for k in ("model_config", "train_config", "data_fingerprint") if k in meta}
-        (params, rest, opt_state), saved = ckpt.restore(step, (params, rest, opt_state), expect=expect)
-        start = int(saved["step"])
-        if start > tc.steps:
-            raise CheckpointError(f"checkpoint step {start} is beyond steps={tc.steps}; pass a larger --steps")
     say = print_fn or (lambda message: print(message, flush=True))
-
-    metrics_file = None
-    if metrics_path is not None:
-        metrics_path = pathlib.Path(metrics_path)
-        if start > 0 and metrics_path.exists():  # drop records written after the checkpoint
-            kept = [line for line in metrics_path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= start]
-            metrics_path.write_text("".join(line + "\n" for line in kept))
-        metrics_file = open(metrics_path, "a", encoding="utf-8")
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=tc.steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
-        say = print_fn or bar.write
-    tokens_per_step = tc.batch_size * block_size
-    history, losses = [], {}
-    pending: list[tuple[int, jax.Array]] = []
-    last_ckpt = ckpt.path(start) if (ckpt is not None and start > 0) else None
-    last_ckpt_step = start if last_ckpt is not None else None
-
-    def emit(record):
-        history.append(record)
-        if metrics_file is not None:
-            metrics_file.write(json.dumps(record) + "\n")
-            metrics_file.flush()
-        if on_log is not None:
-            on_log(record)
-
-    def flush_losses() -> float | None:
-        """Fetch pending per-step losses (one host sync); raise TrainingDiverged at the first non-finite."""
-        if not pending:
-            return None
-        values = jax.device_get([v for _, v in pending])
-        for (s, _), v in zip(pending, values, strict=True):
-            v = float(v)
-            if not math.isfinite(v):
-                where = f"{last_ckpt} (step {last_ckpt_step})" if last_ckpt is not None else "none"
-                raise TrainingDiverged(
-                    f"loss became {v} at step {s}; stopped. Last good checkpoint: {where}. "
-                    "Try a lower --lr or --grad-clip."
-                )
-            losses[s] = v
-        pending.clear()
-        return float(np.mean(values))
-
-    def save(step):
-        nonlocal last_ckpt, last_ckpt_step
-        flush_losses()
-        if not bool(_all_finite(params)):
-            raise TrainingDiverged(
-                f"parameters became non-finite after step {step}; not saved. Last good checkpoint: "
-                f"{last_ckpt if last_ckpt is not None else 'none'}"
-            )
-        last_ckpt = ckpt.save(step, (params, rest, opt_state), meta)
-        last_ckpt_step = step
-
-    step_fn = train_step if mesh is None else sharded_train_step(params, rest, opt_state)
-    t_start = time.perf_counter()
-    t_window, steps_window, timed_steps = t_start, 0, 0
-    t_timed = 0.0
-    interrupted = None
-    step = start
+    if not main:
+        say = lambda message: None  # noqa: E731  (process 0 speaks for the run)
+    ckpt = Checkpointer(checkpoint_dir, keep=tc.keep_checkpoints) if checkpoint_dir is not None else None
+    metrics_file = bar = None
     try:
+        start = 0
+        if resume is not False and resume is not None:
+            if ckpt is None:
+                raise ValueError("resume needs checkpoint_dir")
+            state, start = _restore(ckpt, resume, tuple(state), meta, tc, say)
+        if metrics_path is not None:
+            metrics_path = pathlib.Path(metrics_path)
+            truncate_metrics(metrics_path, start, say)
+            metrics_file = open(metrics_path, "a", encoding="utf-8")
+        loop = _Loop(graphdef=graphdef, state=state, tx=tx, tc=tc, data=data, block_size=block_size, mesh=mesh,
+                     ckpt=ckpt, meta=meta, start=start, metrics_file=metrics_file, on_log=on_log,
+                     sample_fn=sample_fn, say=say)
+        t_start = time.perf_counter()
+        interrupted, step = None, start
         with _StopFlag(handle_signals) as stop:
             for step in range(start + 1, tc.steps + 1):
-                x, y = put_batch(mesh, *data.batch_at("train", tc.batch_size, block_size, tc.seed, step))
-                params, rest, opt_state, loss = step_fn(graphdef, tx, params, rest, opt_state, x, y, loss_fn=loss_fn)
-                pending.append((step, loss))
-                steps_window += 1
-                if step == start + 1:  # leave compilation out of the throughput figures
-                    jax.block_until_ready(loss)
-                    t_window = time.perf_counter()
-                    steps_window = 0
-                record = None
-                if step % tc.log_interval == 0 or step == tc.steps:
-                    window_loss = flush_losses()
-                    lr = float(schedule(step - 1))
-                    now = time.perf_counter()
-                    if steps_window:
-                        tok_s = steps_window * tokens_per_step / max(now - t_window, 1e-9)
-                        t_timed += now - t_window
-                        timed_steps += steps_window
-                    else:
-                        tok_s = float("nan")
-                    t_window, steps_window = now, 0
-                    record = {"step": step, "loss": losses[step], "window_loss": window_loss,
-                              "tokens_per_s": tok_s, "lr": lr}
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{losses[step]:.4f}", tok_s=f"{tok_s:,.0f}")
-                if step % tc.eval_interval == 0 or step == tc.steps:
-                    flush_losses()
-                    t_eval = time.perf_counter()
-                    split_losses = estimate_loss(graphdef, params, rest, data, tc, block_size, mesh)
-                    record = {**(record or {"step": step}), "train_loss": split_losses["train"],
-                              "val_loss": split_losses["val"]}
-                    say(f"step {step}: train {split_losses['train']:.4f}, val {split_losses['val']:.4f}")
-                    if sample_fn is not None and tc.sample_tokens > 0 and step != tc.steps:  # caller samples at the end
-                        sample_model = nnx.merge(graphdef, params, rest)
-                        say("sample: " + sample_fn(sample_model).replace("\n", "\n        "))
-                    t_window += time.perf_counter() - t_eval  # evaluation is not training time
-                if record is not None:
-                    emit(record)
-                if ckpt is not None and tc.ckpt_interval and step % tc.ckpt_interval == 0:
-                    t_save = time.perf_counter()
-                    save(step)
-                    t_window += time.perf_counter() - t_save  # nor is saving
+                loop.step(step)
+                new_bar = progress and bar is None
+                if new_bar:  # made after the compiling first step, so its rate and ETA leave compilation out
+                    from tqdm.auto import tqdm
+
+                    bar = tqdm(total=tc.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+                    if main:
+                        loop.say = print_fn or bar.write
+                loop.after_step(step)
                 if bar is not None:
-                    bar.update(1)
-                if stop.signum is not None:
+                    if not new_bar:
+                        bar.update(1)
+                    if loop.history and loop.history[-1]["step"] == step and "loss" in loop.history[-1]:
+                        rate = loop.history[-1]["tokens_per_s"]
+                        bar.set_postfix(loss=f"{loop.losses[step]:.4f}", tok_s=f"{rate:,.0f}" if rate else "-")
+                if multiprocess:
+                    # every process must stop after the same step: the flags are compared at log and
+                    # checkpoint steps (a collective), so a signal takes effect at the next of those
+                    if step % tc.log_interval == 0 or (tc.ckpt_interval and step % tc.ckpt_interval == 0):
+                        if any_process(stop.signum is not None):
+                            interrupted = (signal.Signals(stop.signum).name if stop.signum is not None
+                                           else "a signal to another process")
+                            break
+                elif stop.signum is not None:
                     interrupted = signal.Signals(stop.signum).name
                     break
-            flush_losses()
-            if ckpt is not None and last_ckpt_step != step:
-                save(step)
+            loop.flush_losses()
+            if ckpt is not None and loop.last_ckpt_step != step:
+                loop.save(step)
+        loop.timer.close_window()
+        elapsed = time.perf_counter() - t_start
     finally:
         if bar is not None:
             bar.close()
@@ -515,23 +700,6 @@ def train(
             metrics_file.close()
         if ckpt is not None:
             ckpt.close()
-    if steps_window:
-        t_timed += time.perf_counter() - t_window
-        timed_steps += steps_window
-    elapsed = time.perf_counter() - t_start
-    nnx.update(model, params, rest)
+    nnx.update(model, *to_local((loop.params, loop.rest)))
     model.eval()
-    evals = [r for r in history if "val_loss" in r]
-    return {
-        "steps": step,
-        "start_step": start,
-        "losses": [losses[s] for s in sorted(losses)],
-        "loss_steps": sorted(losses),
-        "train_loss": evals[-1]["train_loss"] if evals else None,
-        "val_loss": evals[-1]["val_loss"] if evals else None,
-        "tokens_per_s": timed_steps * tokens_per_step / t_timed if t_timed > 0 else float("nan"),
-        "seconds": elapsed,
-        "history": history,
-        "interrupted": interrupted,
-        "checkpoint": str(last_ckpt) if last_ckpt is not None else None,
-    }
+    return loop.summary(step, elapsed, interrupted)

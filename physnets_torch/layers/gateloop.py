@@ -2,11 +2,14 @@
 
 GateLoopedAttention (mixer "gateloop"), SimpleGateLoopLayer (mixer "simple_gateloop") and
 HybridMixer (mixer "hybrid"); the formulas are in the JAX module's docstring and docs/gateloop.md.
-The recurrence runs on physnets_torch.ops.gate_loop.gate_loop_scan (a chunked parallel scan).
+The recurrence runs on physnets_torch.ops.gate_loop.gate_loop_scan (a chunked parallel scan) for
+gateloop_scan auto / associative / chunked / sequential, on gate_loop_scan_heinsen for "heinsen",
+and as physnets_torch.ops.gate_loop_chunked.gate_loop_chunked_matmul for "chunked_matmul".
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -18,7 +21,8 @@ from physnets_core.config import ModelConfig
 from physnets_torch.layers.attention import CausalSelfAttention
 from physnets_torch.layers.dense import dense
 from physnets_torch.layers.norm import RMSNorm
-from physnets_torch.ops.gate_loop import gate_loop_scan
+from physnets_torch.ops.gate_loop import gate_loop_scan, gate_loop_scan_heinsen
+from physnets_torch.ops.gate_loop_chunked import gate_loop_chunked_matmul
 
 
 def _complex_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -53,20 +57,29 @@ def state_transition(z_BxTx2H: torch.Tensor, *, ablate_complex: bool, ablate_sta
     return torch.polar(torch.sigmoid(zc.abs()), zc.angle())
 
 
-def gate_loop_operator(q, k, v, a, h0=None):
+def _scan_fn(scan: str):
+    """The torch scan for a config's gateloop_scan (every name but heinsen: the blocked scan)."""
+    return gate_loop_scan_heinsen if scan == "heinsen" else gate_loop_scan
+
+
+def gate_loop_operator(q, k, v, a, h0=None, *, scan: str = "auto", chunk: int = 64):
     """o_t = q_t^T Re(S_t), S_t = a_t S_{t-1} + k_t v_t^T: q, k (B, T, H, dk), v (B, T, H, dv),
-    a (B, T, H) complex or real; returns (o (B, T, H, dv), last state S (B, H, dk, dv))."""
+    a (B, T, H) complex or real; returns (o (B, T, H, dv), last state S (B, H, dk, dv)).
+    `scan` is a config's gateloop_scan ("chunked_matmul": gate_loop_chunked_matmul with `chunk`)."""
+    if scan == "chunked_matmul":
+        return gate_loop_chunked_matmul(q, k, v, a, h0, chunk=chunk)
+    scan_fn = _scan_fn(scan)
     dk, dv = k.shape[-1], v.shape[-1]
     cdtype = a.dtype if a.is_complex() else torch.promote_types(q.dtype, a.dtype)
     if dk == 1 and dv == 1:  # max heads: scalar state per head, no outer product
         kv = (k[..., 0] * v[..., 0]).to(cdtype)
-        h = gate_loop_scan(a, kv, axis=1, h0=None if h0 is None else h0[..., 0, 0])
+        h = scan_fn(a, kv, axis=1, h0=None if h0 is None else h0[..., 0, 0])
         h_re = h.real if h.is_complex() else h
         out = (q[..., 0] * h_re.to(q.dtype)).unsqueeze(-1)
         last = h[:, -1][..., None, None]
     else:
         kv = (k[..., :, None] * v[..., None, :]).to(cdtype)
-        h = gate_loop_scan(a[..., None, None], kv, axis=1, h0=h0)
+        h = scan_fn(a[..., None, None], kv, axis=1, h0=h0)
         h_re = h.real if h.is_complex() else h
         out = torch.einsum("bthd,bthde->bthe", q, h_re.to(q.dtype))
         last = h[:, -1]
@@ -86,11 +99,15 @@ class GateLoopedAttention(nn.Module):
         self.ablate_complex = cfg.gateloop.ablate_complex
         self.ablate_state_transition = cfg.gateloop.ablate_state_transition
         self.checkpoint = cfg.gateloop.checkpoint
+        self.scan_name, self.chunk_size = cfg.gateloop.scan, cfg.gateloop.chunk_size
         self.to_qkv = dense(dim, 3 * dim_inner, bias=False, std=cfg.init_std)
         self.to_a = dense(dim, 2 * heads, bias=True, std=cfg.init_std)
         self.sub_ln = nn.LayerNorm(dim_inner, eps=cfg.norm_eps) if cfg.gateloop.sub_ln else None
-        self.to_gates = dense(dim, dim_inner, bias=False, std=cfg.init_std)
-        self.to_out = dense(dim_inner, dim, bias=False, std=cfg.residual_init_std)
+        gating = cfg.gateloop.swish_gating
+        self.to_gates = dense(dim, dim_inner, bias=False, std=cfg.init_std) if gating else None
+        self.to_out = (
+            dense(dim_inner, dim, bias=False, std=cfg.residual_init_std) if gating or dim_inner != dim else None
+        )
 
     def init_cache(self, batch: int, max_len: int, dtype, device=None) -> dict[str, torch.Tensor]:
         """Recurrent state {'h_re', 'h_im': (B, heads, dk, dv)}; its size does not depend on max_len."""
@@ -119,16 +136,19 @@ class GateLoopedAttention(nn.Module):
             _check_cache_batch(cache, B, "GateLoopedAttention")
             h0 = torch.complex(cache["h_re"], cache["h_im"]) if a.is_complex() else cache["h_re"]
             h0 = h0.to(a.dtype)
+        op = partial(gate_loop_operator, scan=self.scan_name, chunk=self.chunk_size)
         if self.checkpoint and torch.is_grad_enabled() and any(
             t.requires_grad for t in (q, k, v, a)
         ):
-            out, last = checkpoint(gate_loop_operator, q, k, v, a, h0, use_reentrant=False)
+            out, last = checkpoint(op, q, k, v, a, h0, use_reentrant=False)
         else:
-            out, last = gate_loop_operator(q, k, v, a, h0)
+            out, last = op(q, k, v, a, h0)
         out = out.reshape(B, T, self.dim_inner)
         if self.sub_ln is not None:
             out = self.sub_ln(out)
-        y = self.to_out(F.silu(self.to_gates(x_BxTxD)) * out)
+        if self.to_gates is not None:
+            out = F.silu(self.to_gates(x_BxTxD)) * out
+        y = out if self.to_out is None else self.to_out(out)
         if cache is None:
             return y
         dtype = cache["h_re"].dtype
@@ -142,17 +162,20 @@ class GateLoopedAttention(nn.Module):
 class SimpleGateLoopLayer(nn.Module):
     """RMSNorm, then h_t = sigmoid(a_t) h_{t-1} + kv_t per channel, out = q * h: (B, T, D) -> (B, T, D).
 
-    No residual inside (the caller adds it). `dim`, `post_ln` and `reverse` default to the config
-    (n_embd, cfg.gateloop.post_ln, no reverse).
+    No residual inside (the caller adds it). `dim`, `prenorm`, `post_ln` and `reverse` default to
+    the config (n_embd, cfg.gateloop.prenorm, cfg.gateloop.post_ln, no reverse); prenorm=False
+    drops the RMSNorm (and its parameter).
     """
 
     def __init__(self, cfg: ModelConfig, layer_idx: int = 0, *, dim: int | None = None,
-                 post_ln: bool | None = None, reverse: bool = False):
+                 prenorm: bool | None = None, post_ln: bool | None = None, reverse: bool = False):
         super().__init__()
         dim = cfg.n_embd if dim is None else dim
+        prenorm = cfg.gateloop.prenorm if prenorm is None else prenorm
         post_ln = cfg.gateloop.post_ln if post_ln is None else post_ln
         self.dim, self.reverse = dim, reverse
-        self.norm = RMSNorm(dim)
+        self.scan_name, self.chunk_size = cfg.gateloop.scan, cfg.gateloop.chunk_size
+        self.norm = RMSNorm(dim) if prenorm else None
         self.to_qkva = dense(dim, 3 * dim, bias=False, std=cfg.init_std)
         self.post_ln = nn.LayerNorm(dim, eps=cfg.norm_eps) if post_ln else None
 
@@ -169,17 +192,26 @@ class SimpleGateLoopLayer(nn.Module):
         if cache is not None:
             _check_cache_batch(cache, x_BxTxD.shape[0], "SimpleGateLoopLayer")
         x = torch.flip(x_BxTxD, dims=(1,)) if self.reverse else x_BxTxD
-        q, kv, a = self.to_qkva(self.norm(x)).chunk(3, dim=-1)
+        if self.norm is not None:
+            x = self.norm(x)
+        q, kv, a = self.to_qkva(x).chunk(3, dim=-1)
         h0 = None if cache is None else cache["h"].to(kv.dtype)
-        h = gate_loop_scan(torch.sigmoid(a), kv, axis=1, h0=h0)
-        out = q * h
+        if self.scan_name == "chunked_matmul":  # out = q * h is the operator with k = 1, v = kv
+            out, last = gate_loop_chunked_matmul(
+                q[..., None], torch.ones_like(q)[..., None], kv[..., None], torch.sigmoid(a),
+                None if h0 is None else h0[..., None, None], chunk=self.chunk_size,
+            )
+            out, last = out[..., 0], last[..., 0, 0]
+        else:
+            h = _scan_fn(self.scan_name)(torch.sigmoid(a), kv, axis=1, h0=h0)
+            out, last = q * h, h[:, -1]
         if self.post_ln is not None:
             out = self.post_ln(out)
         if self.reverse:
             out = torch.flip(out, dims=(1,))
         if cache is None:
             return out
-        return out, {"h": h[:, -1].to(cache["h"].dtype).clone()}
+        return out, {"h": last.to(cache["h"].dtype).clone()}
 
 
 class HybridMixer(nn.Module):

@@ -34,9 +34,22 @@ def wave_embedding_init(vocab_size: int, n_waves: int, n_harmonics: int) -> dict
     return {"base_freqs": base_freqs, "harmonic_amps": harmonic_amps, "phases": phases}
 
 
+def _compute_exp_cap(dtype: torch.dtype) -> float:
+    log_max = math.log(torch.finfo(dtype).max)
+    x = torch.tensor(log_max, dtype=torch.float64).to(dtype)  # rounds to nearest: step down if above
+    while float(x) > log_max:
+        x = torch.nextafter(x, torch.zeros((), dtype=dtype))
+    return float(x)
+
+
+# computed once, outside any compiled region (forward only looks the value up)
+_EXP_CAPS = {d: _compute_exp_cap(d) for d in (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
+
+
 def exp_cap(dtype: torch.dtype) -> float:
-    """Largest exponent the quadratic exp kernel uses: log(max float) / 2 (44 in float32)."""
-    return math.log(torch.finfo(dtype).max) / 2.0
+    """Largest x of `dtype` whose exp is finite in `dtype` (88.72283 in float32, 709.78 in float64):
+    the quadratic exp kernel's score is capped there, so only scores whose exp would overflow change."""
+    return _EXP_CAPS[dtype] if dtype in _EXP_CAPS else _compute_exp_cap(dtype)
 
 
 def _l2_normalize(x: torch.Tensor) -> torch.Tensor:
@@ -44,18 +57,42 @@ def _l2_normalize(x: torch.Tensor) -> torch.Tensor:
     return x / x.square().sum(dim=-1, keepdim=True).clamp_min(1e-24).sqrt()
 
 
+def blend_embedding_init(vocab_size: int, n_waves: int, n_harmonics: int, generator=None) -> dict[str, torch.Tensor]:
+    """The headline version's (c04e261) random init (same distributions as the JAX twin): base_freqs
+    (V, W) = linspace(0.5, 5, W) + 0.1 N(0, 1); harmonic_amps (V, W, H) = N(0, 1) 0.5 / sqrt(H W);
+    phases (V, W) ~ U(0, 2 pi)."""
+    V, W, Hh = vocab_size, n_waves, n_harmonics
+    base_freqs = torch.linspace(0.5, 5.0, W)[None, :] + 0.1 * torch.randn(V, W, generator=generator)
+    harmonic_amps = torch.randn(V, W, Hh, generator=generator) * (0.5 / math.sqrt(Hh * W))
+    phases = torch.rand(V, W, generator=generator) * (2.0 * math.pi)
+    return {"base_freqs": base_freqs, "harmonic_amps": harmonic_amps, "phases": phases}
+
+
 class WavePacketEmbedding(nn.Module):
-    """Tokens (B, T) -> wave packets projected to (B, T, n_embd) (see the JAX twin for the formula)."""
+    """Tokens (B, T) -> wave packets projected to (B, T, n_embd); cfg.wave.embedding picks the
+    version, physics or blend (see the JAX twin for both formulas)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         V, W, Hh, D = cfg.vocab_size, cfg.wave.n_waves, cfg.wave.n_harmonics, cfg.n_embd
         self.n_waves, self.n_harmonics = W, Hh
+        self.variant = cfg.wave.embedding
+        sin_cos = 2 * W * Hh
+        if self.variant == "blend":
+            init = blend_embedding_init(V, W, Hh)
+            self.base_freqs = nn.Parameter(init["base_freqs"])
+            self.harmonic_amps = nn.Parameter(init["harmonic_amps"])
+            self.phases = nn.Parameter(init["phases"])
+            self.wave_to_embed = dense(sin_cos, D, bias=True, std=cfg.init_std)
+            self.pos_freq = nn.Parameter(0.1 * torch.randn(1, 1, W))
+            self.simple_embed = nn.Embedding(V, D)  # N(0, 1), as the seed
+            self.wave_ratio = nn.Parameter(torch.tensor(0.5))
+            self.ln = make_norm(cfg)
+            return
         init = wave_embedding_init(V, W, Hh)
         self.base_freqs = nn.Parameter(torch.tensor(init["base_freqs"], dtype=torch.float32))
         self.harmonic_amps = nn.Parameter(torch.tensor(init["harmonic_amps"], dtype=torch.float32))
         self.phases = nn.Parameter(torch.tensor(init["phases"], dtype=torch.float32))
-        sin_cos = 2 * W * Hh
         self.wave_to_embed = dense(sin_cos + 2 * W, D, bias=True, std=cfg.init_std)
         with torch.no_grad():
             self.wave_to_embed.weight[:, sin_cos:] *= 10.0
@@ -81,6 +118,10 @@ class WavePacketEmbedding(nn.Module):
         theta = freqs * 2 * math.pi + phases[..., None] + pos_phase[..., None]
         sin_w = amps * torch.sin(theta)
         cos_w = amps * torch.cos(theta)
+        if self.variant == "blend":
+            wave = self.wave_to_embed(torch.cat([sin_w.reshape(B, T, -1), cos_w.reshape(B, T, -1)], dim=-1))
+            s = torch.sigmoid(self.wave_ratio)
+            return self.ln(s * wave + (1.0 - s) * self.simple_embed(tokens_BxT))
         phase_direct = self.phase_scale * (phases / math.pi - 1.0)
         freq_direct = torch.log1p(base_f)
         state = torch.cat([sin_w.reshape(B, T, -1), cos_w.reshape(B, T, -1), phase_direct, freq_direct], dim=-1)

@@ -30,6 +30,10 @@ Gradients come from a custom autograd Function: the backward of a linear recurre
 reverse recurrence dh_t = g_t + conj(a_{t+1}) dh_{t+1}, run with the same scan; then
 d kv_t = dh_t, d a_t = dh_t conj(h_{t-1}) (h_{-1} = h0) and d h0 = conj(a_0) dh_0.
 Only a and h are saved for the backward.
+
+gate_loop_scan_heinsen is the log-space scan of the reference package's `use_heinsen=True`
+(twin of physnets_jax's: same clamps, working dtypes and log-cumsum-exp by a rescaled linear scan).
+The chunked matmul form of the whole operator is in physnets_torch/ops/gate_loop_chunked.py.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import math
 
 import torch
 
-from physnets_core.checks import check_gate_loop_args
+from physnets_core.checks import HEINSEN_EPS, check_gate_loop_args
 
 METHODS = ("auto", "blocked", "doubling")
 _BASE = 32  # sequences up to this length are scanned position by position, in one chunk
@@ -246,3 +250,53 @@ def gate_loop_scan_sequential(
         h = a.select(axis, t) * h + kv.select(axis, t)
         out.append(h)
     return torch.stack(out, axis)
+
+
+def _heinsen_log(x: torch.Tensor, cdtype: torch.dtype, *, pass_gradient: bool) -> torch.Tensor:
+    """log x as a complex number (negative reals get angle pi), with |x| < HEINSEN_EPS replaced by
+    HEINSEN_EPS (keeping the sign of a real x); pass_gradient: straight through, else none."""
+    eps = HEINSEN_EPS
+    small = x.abs() < eps
+    if x.is_complex():
+        fill = torch.full_like(x, eps)
+    else:
+        fill = torch.where(x < 0, -eps, eps).to(x.dtype)
+    if pass_gradient:
+        safe = x + torch.where(small, fill - x, torch.zeros_like(x)).detach()
+    else:
+        safe = torch.where(small, fill, x)
+    return safe.to(cdtype).log()
+
+
+def _exp_logcumsumexp(x: torch.Tensor, dim: int):
+    """exp(logcumsumexp(x)) along dim for complex x as exp(m_t) S_t (physnets_jax's twin):
+    m = running max of Re x (no gradient), S the rescaled linear recurrence run by gate_loop_scan.
+    Not torch.logcumsumexp: its backward, exp(reverse_logcumsumexp(log g - y) + x), loses the
+    gradient w.r.t. a to cancellation (relative error > 1 in float32 at |A| ~ 1e3 with small
+    gates, docs/gateloop.md). Returns (m, S)."""
+    m = torch.cummax(x.real.detach(), dim).values
+    m_prev = torch.cat([m.narrow(dim, 0, 1), m.narrow(dim, 0, m.shape[dim] - 1)], dim)
+    gate = torch.exp(m_prev - m).to(x.dtype)
+    return m, gate_loop_scan(gate, torch.exp(x - m), axis=dim)
+
+
+def gate_loop_scan_heinsen(
+    a: torch.Tensor, kv: torch.Tensor, *, axis: int = 1, h0: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Same states in log space (Heinsen 2023; the reference's `use_heinsen=True`):
+    h_t = exp(A_t + logcumsumexp(log kv - A)_t), A = cumsum(log a). complex128 for float64 inputs,
+    complex64 otherwise; |a|, |kv| below HEINSEN_EPS raised to it (kv's gradient passed straight
+    through, a's stopped); relative error ~ eps * |A_t|."""
+    axis, h0 = _check(a, kv, axis, h0, "blocked")
+    if h0 is not None:
+        first = a.narrow(axis, 0, 1) * h0.unsqueeze(axis) + kv.narrow(axis, 0, 1)
+        kv = torch.cat([first, kv.narrow(axis, 1, kv.shape[axis] - 1)], axis)
+    real = a.real.dtype if a.is_complex() else a.dtype
+    cdtype = torch.complex128 if real == torch.float64 else torch.complex64
+    log_a = _heinsen_log(a, cdtype, pass_gradient=False)
+    log_kv = _heinsen_log(kv, cdtype, pass_gradient=True)
+    a_star = torch.cumsum(log_a, dim=axis)
+    x = log_kv - a_star
+    m, S = _exp_logcumsumexp(x, axis)
+    h = torch.exp(a_star + m) * S
+    return (h if kv.is_complex() else h.real).to(kv.dtype)
