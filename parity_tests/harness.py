@@ -6,6 +6,7 @@ Tolerances (DESIGN section 3), as max |jax - torch| <= tol * max(1, max |torch|)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax.numpy as jnp
@@ -43,19 +44,22 @@ def twin(jax_module: nnx.Module, torch_module: torch.nn.Module, dtype: str):
     return jax_module, torch_module
 
 
+@functools.lru_cache(maxsize=64)
+def _jitted_value_and_grad(loss_fn: Callable, argnums: tuple[int, ...]):
+    """nnx.jit(nnx.value_and_grad(loss_fn)), one per (loss_fn, argnums): calls with a module of the
+    same structure and inputs of the same shapes reuse the compilation, across tests too."""
+    return nnx.jit(nnx.value_and_grad(loss_fn, argnums=argnums, has_aux=True))
+
+
 def jax_value_and_grads(module: nnx.Module, loss_fn: Callable, *inputs):
-    """loss_fn(module, *inputs) -> scalar; returns (loss, out, torch-named param grads, input grads).
+    """loss_fn(module, *inputs) -> (scalar, out); returns (loss, out, torch-named param grads,
+    input grads).
 
     Jitted: one XLA compilation of the whole forward and backward costs less CPU time than
     compiling each primitive eagerly (compile time dominates these small tests on CPU).
     """
-
-    def wrapped(m, *xs):
-        loss, out = loss_fn(m, *xs)
-        return loss, out
-
     diff_inputs = tuple(i for i, x in enumerate(inputs) if jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating))
-    grad_fn = nnx.jit(nnx.value_and_grad(wrapped, argnums=(0, *[i + 1 for i in diff_inputs]), has_aux=True))
+    grad_fn = _jitted_value_and_grad(loss_fn, (0, *[i + 1 for i in diff_inputs]))
     (loss, out), grads = grad_fn(module, *[jnp.asarray(x) for x in inputs])
     param_grads = {k: v.numpy() for k, v in jax_to_torch(flatten_state(grads[0])).items()}
     return float(loss), np.asarray(out), param_grads, [np.asarray(g) for g in grads[1:]]

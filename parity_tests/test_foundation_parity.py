@@ -96,10 +96,10 @@ MODEL_CASES = {
 
 # Every model in float64; sequence 1, an odd length and the full block among them. float32 runs the
 # same code with another dtype: two runs of it (each whole-model compile costs seconds on CPU).
+# ripplegpt in float64: the run past block_size below.
 MODEL_RUNS = [
-    ("gpt", (1, 1), "float64"), ("gpt", (2, 32), "float64"), ("ripplegpt", (2, 13), "float64"),
-    ("mixed-postnorm", (2, 13), "float64"), ("ripplegpt", (2, 13), "float32"),
-    ("mixed-postnorm", (1, 1), "float32"),
+    ("gpt", (1, 1), "float64"), ("gpt", (2, 32), "float64"), ("mixed-postnorm", (2, 13), "float64"),
+    ("ripplegpt", (2, 13), "float32"),
 ]
 
 
@@ -116,11 +116,12 @@ def test_model_parity(name, shape, dtype):
 
 @pytest.mark.parametrize("dtype", ["float64"], indirect=True)
 def test_ripplegpt_parity_beyond_block_size(dtype):
-    """ripplegpt runs at 4x its training block (no positions); both backends agree there."""
+    """ripplegpt runs at ~4x its training block (no positions; batch 2, an odd length); both
+    backends agree there."""
     cfg = MODEL_CASES["ripplegpt"]
     jm, tm = twin(JDecoder(cfg, rngs=nnx.Rngs(0)), TDecoder(cfg), dtype)
     rng = np.random.default_rng(2)
-    tokens = rng.integers(0, cfg.vocab_size, (1, 4 * cfg.block_size))
+    tokens = rng.integers(0, cfg.vocab_size, (2, 4 * cfg.block_size - 1))
     targets = rng.integers(0, cfg.vocab_size, tokens.shape)
     compare(jm, tm, _lm_loss_jax, _lm_loss_torch, [tokens, targets], dtype)
 

@@ -93,7 +93,6 @@ MODEL_CASES = {
     "name, shape, dt",
     [
         ("ripplegpt-op", (2, 13), "float64"),
-        ("ripplegpt-op", (2, 13), "float32"),
         ("ripplegpt-op-reference", (1, 5), "float64"),
         ("gpt-op", (1, 1), "float32"),
     ],

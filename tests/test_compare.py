@@ -43,18 +43,22 @@ def test_unmatchable_target_names_the_entry():
 
 
 def test_smoke_residual_suite_two_steps(tmp_path, capsys, monkeypatch):
-    # The command's plumbing at a micro scale (one layer, width 32): each entry costs a training-
-    # and an evaluation-step compilation, which at the tiny scale's sizes dominated the suite.
+    # The command's plumbing at a micro scale (one layer, width 32) and with two of the suite's four
+    # entries (the width target, and the other preset with the other residual): each entry costs a
+    # training- and an evaluation-step compilation, which dominated the whole test suite's time.
     micro = Scale(n_layer=1, n_head=2, base_width=32, block_size=16, batch_size=4, steps=500, lr=2e-3,
                   warmup_steps=40, eval_interval=50, eval_batches=1, eval_lengths=(16, 32))
     monkeypatch.setitem(compare.SCALES, "tiny", micro)
+    entries = suite_entries("residual")
+    assert [e.label for e in entries][::3] == ["gpt add", "ripplegpt orthogonal_parallel"]
+    monkeypatch.setattr(compare, "suite_entries", lambda suite: entries[::3] if suite == "residual" else [])
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("".join(f"KING:\nNow is the winter {i} of our discontent.\n\n" for i in range(300)))
     out = tmp_path / "results"
     argv = ["compare", "--suite", "residual", "--seeds", "1", "--steps", "2", "--data", str(corpus), "--out", str(out)]
     assert main(argv) == 0
     result = json.loads((out / "results.json").read_text())
-    assert [r["label"] for r in result["rows"]] == [e.label for e in suite_entries("residual")]
+    assert [r["label"] for r in result["rows"]] == ["gpt add", "ripplegpt orthogonal_parallel"]
     assert all(len(r["seeds"]) == 1 and r["val_loss_mean"] > 0 for r in result["rows"])
     table = (out / "table.md").read_text()
     assert table.count("\n") == 2 + len(result["rows"]) and "ripplegpt orthogonal_parallel" in table

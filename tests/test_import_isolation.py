@@ -101,8 +101,12 @@ def test_jax_user_smoke_without_torch(tmp_path, preset_name):
         model = build_model(preset({preset_name!r}, "nano"), seed=0)
         x = jnp.asarray(np.random.default_rng(0).integers(0, 65, (2, 16)))
         opt = nnx.Optimizer(model, optax.adamw(1e-3), wrt=nnx.Param)
-        grads = nnx.grad(lambda m: cross_entropy(m(x), x))(model)
-        opt.update(model, grads)
+
+        @nnx.jit  # one compilation for the step (eager JAX compiles every primitive: twice the time)
+        def step(model, opt, x):
+            opt.update(model, nnx.grad(lambda m: cross_entropy(m(x), x))(model))
+
+        step(model, opt, x)
         save_pretrained(model, {str(tmp_path / "export")!r})
         again = load_pretrained({str(tmp_path / "export")!r})
         model.eval()
