@@ -16,12 +16,14 @@ import shutil
 RUN_FILE = "run.json"
 EXPORT_FILES = ("config.json", "model.safetensors")
 RESULTS_FILE = "results.json"
+SUITE_FILE = "suite.json"  # a comparison suite's settings, written when it starts (before results.json)
 STAGING_MARKER = ".physnets-staging"
 
 
 def folder_kind(path) -> str | None:
     """'run' (holds run.json), 'export' (config.json + model.safetensors), 'results' (results.json
-    of `physnets compare`), 'empty' (an empty folder) or None (anything else, or not a folder)."""
+    or suite.json of `physnets compare`, finished or interrupted), 'empty' (an empty folder) or None
+    (anything else, or not a folder)."""
     path = pathlib.Path(path)
     if not path.is_dir():
         return None
@@ -29,7 +31,7 @@ def folder_kind(path) -> str | None:
         return "run"
     if all((path / name).is_file() for name in EXPORT_FILES):
         return "export"
-    if (path / RESULTS_FILE).is_file():
+    if (path / RESULTS_FILE).is_file() or (path / SUITE_FILE).is_file():
         return "results"
     if not any(path.iterdir()):
         return "empty"

@@ -42,33 +42,201 @@ def test_unmatchable_target_names_the_entry():
         match_width(entry, SCALES["tiny"], 65, 10)
 
 
-def test_smoke_residual_suite_two_steps(tmp_path, capsys, monkeypatch):
+MICRO = Scale(n_layer=1, n_head=2, base_width=32, block_size=16, batch_size=4, steps=500, lr=2e-3,
+              warmup_steps=40, eval_interval=50, eval_batches=1, eval_lengths=(16, 32))
+
+
+def _corpus(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"KING:\nNow is the winter {i} of our discontent.\n\n" for i in range(300)))
+    return corpus
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_smoke_residual_suite_sweep_interrupt_resume(tmp_path, capsys, monkeypatch):
     # The command's plumbing at a micro scale (one layer, width 32) and with two of the suite's four
-    # entries (the width target, and the other preset with the other residual): each entry costs a
-    # training- and an evaluation-step compilation, which dominated the whole test suite's time.
-    micro = Scale(n_layer=1, n_head=2, base_width=32, block_size=16, batch_size=4, steps=500, lr=2e-3,
-                  warmup_steps=40, eval_interval=50, eval_batches=1, eval_lengths=(16, 32))
-    monkeypatch.setitem(compare.SCALES, "tiny", micro)
+    # entries (the width target, and the other preset with the other residual), a two-rate sweep and
+    # one seed: each (entry, rate) costs a training-step compilation, which dominates the time.
+    # The first run is interrupted (KeyboardInterrupt, as SIGINT raises) after 4 of its 6 runs;
+    # --resume trains only the 2 missing ones and leaves the 4 finished files byte for byte; an
+    # uninterrupted run elsewhere gives bitwise the same numbers.
+    monkeypatch.setitem(compare.SCALES, "tiny", MICRO)
     entries = suite_entries("residual")
     assert [e.label for e in entries][::3] == ["gpt add", "ripplegpt orthogonal_parallel"]
     monkeypatch.setattr(compare, "suite_entries", lambda suite: entries[::3] if suite == "residual" else [])
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("".join(f"KING:\nNow is the winter {i} of our discontent.\n\n" for i in range(300)))
+    corpus = _corpus(tmp_path)
+    real_train_run = compare.train_run
+    calls = []
+
+    def interrupting(*args, **kwargs):
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        calls.append(args[2].lr)
+        return real_train_run(*args, **kwargs)
+
+    monkeypatch.setattr(compare, "train_run", interrupting)
     out = tmp_path / "results"
-    argv = ["compare", "--suite", "residual", "--seeds", "1", "--steps", "2", "--data", str(corpus), "--out", str(out)]
-    assert main(argv) == 0
-    result = json.loads((out / "results.json").read_text())
-    assert [r["label"] for r in result["rows"]] == ["gpt add", "ripplegpt orthogonal_parallel"]
-    assert all(len(r["seeds"]) == 1 and r["val_loss_mean"] > 0 for r in result["rows"])
-    table = (out / "table.md").read_text()
-    assert table.count("\n") == 2 + len(result["rows"]) and "ripplegpt orthogonal_parallel" in table
-    assert (out / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
+    argv = ["compare", "--suite", "residual", "--seeds", "1", "--steps", "12", "--lr-grid", "4e-3,1e-3",
+            "--data", str(corpus), "--out", str(out)]
+    assert main(argv) == 130
+    assert "run the same command with --resume" in capsys.readouterr().err
+    finished = _snapshot(out)
+    assert not (out / "results.json").exists() and len([p for p in finished if p.parts[0] == "runs"]) == 4
     capsys.readouterr()
-    assert main(argv) == 2  # never overwrites earlier results without --overwrite
-    assert "already exists; pass --overwrite" in capsys.readouterr().err
-    assert main(["compare", "--suite", "nope", "--data", str(corpus)]) == 2
-    assert ("unknown suite nope; valid suites: seeds, wave-ablation, residual, extrapolation, wave-headline"
-            in capsys.readouterr().err)
+    assert main(argv) == 2  # never overwrites earlier results without --overwrite or --resume
+    assert "already exists; pass --overwrite to replace it, or --resume" in capsys.readouterr().err
+    assert main([*argv, "--resume", "--seeds", "2"]) == 2  # other settings: refused, nothing written
+    assert "was made with seeds=[0], this command has seeds=[0, 1]" in capsys.readouterr().err
+    assert _snapshot(out) == finished
+    calls.clear()
+    monkeypatch.setattr(compare, "train_run", lambda *a, **k: calls.append(a[2].lr) or real_train_run(*a, **k))
+    assert main([*argv, "--resume"]) == 0
+    assert len(calls) == 2
+    after = _snapshot(out)
+    assert all(after[p] == b for p, b in finished.items())  # finished runs untouched
+    result = json.loads((out / "results.json").read_text())
+    assert (result["runs_trained"], result["runs_reused"]) == (2, 4)
+    assert [r["label"] for r in result["rows"]] == ["gpt add", "ripplegpt orthogonal_parallel"]
+    for r in result["rows"]:
+        sweep = r["lr_sweep"]
+        assert sweep["grid"] == [1e-3, 4e-3] and sweep["steps"] == 3 and len(sweep["runs"]) == 2
+        losses = [run["selection_loss"] for run in sweep["runs"]]
+        assert r["lr"] == sweep["chosen_lr"] == sweep["grid"][int(np.argmin(losses))]
+        assert r["seeds"][0]["lr"] == r["lr"] and r["val_loss_mean"] > 0
+    table = (out / "table.md").read_text()
+    assert table.count("\n") == 2 + len(result["rows"]) and "| lr (swept) |" in table
+    assert f"| {result['rows'][1]['lr']:g} |" in table
+    for name in ("loss_curves.png", "lr_sweep.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    calls.clear()
+    whole = tmp_path / "whole"
+    assert main([*argv[:-1], str(whole)]) == 0 and len(calls) == 6
+    again = json.loads((whole / "results.json").read_text())
+    assert [(r["lr"], r["val_loss_mean"], r["lr_sweep"]["runs"]) for r in again["rows"]] == [
+        (r["lr"], r["val_loss_mean"], r["lr_sweep"]["runs"]) for r in result["rows"]]
+
+
+def test_bad_compare_inputs_write_nothing(tmp_path, capsys):
+    corpus = _corpus(tmp_path)
+    out = tmp_path / "results"
+    base = ["compare", "--suite", "seeds", "--data", str(corpus), "--out", str(out)]
+    for extra, message in [
+        (["--lr-grid", "1e-3"], "lr grid 0.001 has 1 distinct value(s); a sweep needs at least 2 learning rates"),
+        (["--lr-grid", "1e-3,1e-3"], "has 1 distinct value(s)"),
+        (["--lr-grid", "1e-3,-2e-3"], "learning rate -0.002 must be a positive finite number"),
+        (["--lr-grid", "1e-3,0"], "learning rate 0 must be a positive finite number"),
+        (["--lr-grid", "1e-3,fast"], "'fast' is not a number"),
+        (["--lr-grid", "1e-3,2e-3", "--no-lr-sweep"], "pass one of them"),
+        (["--scale", "huge"], "unknown scale 'huge'; valid scales: tiny, small-cpu, seed"),
+        (["--resume"], f"--resume: {out} holds no suite.json"),
+        (["--resume", "--overwrite"], "pass one of them"),
+    ]:
+        assert main(base + extra) == 2, extra
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and message in err, (extra, err)
+        assert not out.exists()
+    with pytest.raises(SystemExit):  # argparse: no surprises from the parser itself
+        main(["compare", "--suite", "--nope"])
+    capsys.readouterr()
+    assert main(["compare", "--suite", "wave-headline", "--lr-sweep", "--out", str(out)]) == 2
+    assert "takes no --lr-sweep" in capsys.readouterr().err and not out.exists()
+
+
+def _stub_suite(monkeypatch, scores, calls, interrupt_at=None, data=None):
+    """run_suite on the residual suite's entries 0 and 3 with train_run replaced by a stub whose
+    loss is scores[(mixer, lr)] on the selection split (None: diverged) and 3 + lr + seed/100 on the
+    reported split; records (mixer, lr, seed, steps, split) per call."""
+    from physnets_jax.training.data import TokenData
+
+    entries = suite_entries("residual")[::3]
+    monkeypatch.setattr(compare, "suite_entries", lambda suite: entries)
+    data = TokenData(np.arange(2000) % 50) if data is None else data
+
+    def stub(cfg, d, tc, *, extras=None, allow_divergence=False):
+        if interrupt_at is not None and len(calls) == interrupt_at:
+            raise KeyboardInterrupt
+        selecting = d is not data
+        if selecting:  # the selection split is the training split's tail, disjoint from data.val
+            assert len(d.train) + len(d.val) == len(data.train)
+            assert np.array_equal(d.val, data.train[-len(d.val):]) and np.array_equal(d.train, data.train[:len(d.train)])
+        calls.append((cfg.mixer, tc.lr, tc.seed, tc.steps, "select" if selecting else "val"))
+        loss = scores[(cfg.mixer, tc.lr)] if selecting else 3 + tc.lr + tc.seed / 100
+        return {"seed": tc.seed, "lr": tc.lr, "steps": tc.steps, "val_loss": loss, "train_loss": loss,
+                "tokens_per_s": 1.0, "seconds": 0.0, "val_curve": [[tc.steps, loss]] if loss is not None else [],
+                **({"diverged": "stub"} if loss is None else {})}
+
+    monkeypatch.setattr(compare, "train_run", stub)
+    return data
+
+
+def test_sweep_picks_the_argmin_of_the_selection_split(monkeypatch):
+    scores = {("attention", 1e-3): 2.0, ("attention", 2e-3): 1.25, ("attention", 4e-3): 1.5,
+              ("ripple", 1e-3): 0.5, ("ripple", 2e-3): 0.7, ("ripple", 4e-3): None}
+    calls = []
+    data = _stub_suite(monkeypatch, scores, calls)
+    result = run_suite("residual", scale=MICRO, seeds=(0, 1), data=data, vocab_size=50,
+                       lr_grid=[4e-3, 1e-3, 2e-3], log=lambda _m: None)
+    assert [r["lr"] for r in result["rows"]] == [2e-3, 1e-3]
+    sweep_steps = round(MICRO.steps * MICRO.sweep_fraction)
+    assert calls == [
+        *[("attention", lr, 0, sweep_steps, "select") for lr in (1e-3, 2e-3, 4e-3)],
+        ("attention", 2e-3, 0, 500, "val"), ("attention", 2e-3, 1, 500, "val"),
+        *[("ripple", lr, 0, sweep_steps, "select") for lr in (1e-3, 2e-3, 4e-3)],
+        ("ripple", 1e-3, 0, 500, "val"), ("ripple", 1e-3, 1, 500, "val")]
+    gpt = result["rows"][0]
+    assert gpt["val_loss_mean"] == pytest.approx(3 + 2e-3 + 0.005)  # the reported split's numbers only
+    assert [run["selection_loss"] for run in result["rows"][1]["lr_sweep"]["runs"]] == [0.5, 0.7, None]
+    assert "| 0.002 |" in format_table(result)
+    scores.update({k: None for k in scores})
+    with pytest.raises(ValueError, match="entry 'gpt add': every rate of the sweep diverged"):
+        run_suite("residual", scale=MICRO, seeds=(0,), data=data, vocab_size=50, lr_grid=[1e-3, 2e-3],
+                  log=lambda _m: None)
+
+
+def test_resume_reuses_finished_runs(tmp_path, monkeypatch):
+    scores = {(m, lr): 1 + lr * 100 + (m == "ripple") / 3 for m in ("attention", "ripple") for lr in (1e-3, 2e-3)}
+    calls = []
+    data = _stub_suite(monkeypatch, scores, calls)
+    kw = dict(scale=MICRO, seeds=(0, 1), data=data, vocab_size=50, lr_grid=[1e-3, 2e-3], log=lambda _m: None)
+    whole = run_suite("residual", folder=tmp_path / "whole", **kw)
+    assert len(calls) == 8
+    calls.clear()
+    _stub_suite(monkeypatch, scores, calls, interrupt_at=5, data=data)
+    with pytest.raises(KeyboardInterrupt):
+        run_suite("residual", folder=tmp_path / "cut", **kw)
+    assert len(list((tmp_path / "cut").rglob("*.json"))) == 5
+    assert not list((tmp_path / "cut").rglob("*.tmp"))
+    calls.clear()
+    _stub_suite(monkeypatch, scores, calls, data=data)
+    resumed = run_suite("residual", folder=tmp_path / "cut", **kw)
+    assert calls == [("ripple", 2e-3, 0, 125, "select"), ("ripple", 1e-3, 0, 500, "val"), ("ripple", 1e-3, 1, 500, "val")]
+    assert (resumed.pop("runs_trained"), resumed.pop("runs_reused")) == (3, 5)
+    assert (whole.pop("runs_trained"), whole.pop("runs_reused")) == (8, 0)
+    assert json.dumps(resumed) == json.dumps(whole)
+
+
+def test_small_cpu_reports_checkpoints_and_ranks():
+    """Checkpoint columns at 1/8, 1/4, 1/2 of the budget read the evaluations at those steps; ranks
+    per column (here the order flips between 1/8 and the end)."""
+    sc = SCALES["small-cpu"]
+    assert sc.report_fractions == (1 / 8, 1 / 4, 1 / 2) and sc.steps % (8 * sc.eval_interval) == 0
+    curve_a = [[s, 3.0 - s / 1000] for s in range(sc.eval_interval, sc.steps + 1, sc.eval_interval)]
+    curve_b = [[s, 2.9 - s / 5000] for s, _ in curve_a]
+    rows = []
+    for label, curve in (("a", curve_a), ("b", curve_b)):
+        per_seed = [{"val_curve": curve, "val_loss": curve[-1][1]}]
+        rows.append({"label": label, "params": 1, "n_embd": 8, "optimizer": "adamw", "loss": "ce", "lr": 2e-3,
+                     "val_loss_mean": curve[-1][1], "val_loss_std": 0.0, "ppl_mean": 1.0, "tokens_per_s": 1.0,
+                     "checkpoints": compare._checkpoint_summary(per_seed, sc)})
+    assert [c["step"] for c in rows[0]["checkpoints"]] == [64, 128, 256, 512]
+    assert rows[0]["checkpoints"][0]["val_loss_mean"] == 3.0 - 64 / 1000
+    table = format_table({"suite": "seeds", "seeds": [0], "scale": dataclasses.asdict(sc), "rows": rows})
+    assert "| val @ 1/8 (step 64) | val @ 1/4 (step 128) | val @ 1/2 (step 256) |" in table
+    assert "| a | 1 | 8 | adamw | ce | 0.002 | 2.9360 +- 0.0000 (2) |" in table  # b leads at 1/8 ...
+    assert table.splitlines()[2].endswith("| 2.4880 +- 0.0000 (1) | 1.00 | 1 |")  # ... a at the end
 
 
 def test_wave_headline_protocol_is_the_seed_runs():

@@ -190,8 +190,10 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     from physnets_jax.training.data import TOKENIZERS
 
     p.add_argument("--suite", default="seeds", help=f"one of {', '.join(SUITES)}, or a comma list (default seeds)")
-    p.add_argument("--scale", default="tiny", choices=tuple(SCALES),
-                   help="tiny: 2-core CPU sizes (default); seed: the seeds' model sizes, for an accelerator")
+    p.add_argument("--scale", default="tiny",
+                   help=f"one of {', '.join(SCALES)}. tiny: 2-core CPU sizes (default); small-cpu: 4 layers x 128, "
+                        "block 128, validation loss at 1/8, 1/4, 1/2 and all of the budget; seed: the seeds' model "
+                        "sizes, for an accelerator")
     p.add_argument("--seeds", type=int, default=3, help="seeds per entry (default 3)")
     p.add_argument("--steps", type=int, default=None, help="override the scale's training steps (all entries)")
     p.add_argument("--data", default=None,
@@ -201,6 +203,15 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vocab-size", type=int, default=1024, help="bpe vocabulary (default 1024)")
     p.add_argument("--out", default=None, help="results folder (default results/<suite>-<scale>-<tokenizer>-<time>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted suite in --out: finished runs are reused, the rest are trained "
+                        "(the settings must be the folder's)")
+    p.add_argument("--lr-sweep", action=argparse.BooleanOptionalAction, default=None,
+                   help="per entry, pick the learning rate from a short sweep scored on a held-out slice of the "
+                        "training split (default: on for the seeds and residual suites)")
+    p.add_argument("--lr-grid", default=None,
+                   help="comma-separated rates of the sweep, e.g. 1e-3,2e-3,4e-3 (default: 0.5x, 1x, 2x the "
+                        "scale's lr); implies --lr-sweep")
 
 
 # --------------------------------------------------------------------------------------------
@@ -849,11 +860,59 @@ def plot_command(args) -> int:
     return 0
 
 
+def _parse_lr_grid(text: str) -> list[float]:
+    values = []
+    for part in text.split(","):
+        try:
+            values.append(float(part))
+        except ValueError:
+            raise CLIError(f"--lr-grid {text!r}: {part.strip()!r} is not a number") from None
+    return values
+
+
+def _compare_folder(out: pathlib.Path, args) -> tuple[pathlib.Path, bool]:
+    """(folder the suite works in, whether it is a staging folder to swap in at the end); checks
+    only, writes nothing."""
+    from physnets_core.folders import SUITE_FILE, check_target, folder_kind, staging_path
+
+    staging = staging_path(out)
+    if args.resume:
+        if (staging / SUITE_FILE).is_file():  # an interrupted --overwrite run: its new folder was never swapped in
+            return staging, True
+        if (out / SUITE_FILE).is_file():
+            return out, False
+        raise CLIError(f"--resume: {out} holds no {SUITE_FILE}, so it is not a suite that physnets compare started; "
+                       "nothing to resume")
+    try:
+        check_target(out, overwrite=args.overwrite, kinds=("results",), sources=[_local_source(args.data)],
+                     what="results folder")
+    except FileExistsError:
+        raise CLIError(f"results folder {out} already exists; pass --overwrite to replace it, or --resume to "
+                       "continue the suite it holds") from None
+    if out.exists() and folder_kind(out) != "empty":
+        return staging, True
+    return out, False
+
+
 def compare_command(args) -> int:
-    """Run comparison suites; write table.md, results.json and PNG plots per suite."""
-    from physnets_core.folders import begin_staging, check_target, commit_staging
-    from physnets_jax.training.compare import SUITES, format_table, run_suite, write_result
-    from physnets_jax.training.data import load_corpus, prepare_data
+    """Run comparison suites; write table.md, results.json and PNG plots per suite (and, as each
+    run finishes, runs/<entry>/<run>.json, which --resume reuses)."""
+    import hashlib
+
+    from physnets_core.folders import SUITE_FILE, begin_staging, commit_staging
+    from physnets_jax.training.compare import (
+        SUITES,
+        SWEEP_SUITES,
+        check_lr_grid,
+        check_resume_settings,
+        default_lr_grid,
+        format_table,
+        resolve_scale,
+        run_suite,
+        suite_settings,
+        write_result,
+    )
+    from physnets_jax.training.data import fingerprint, load_corpus, prepare_data
 
     suites = [s.strip() for s in args.suite.split(",") if s.strip()]
     unknown = [s for s in suites if s not in SUITES]
@@ -861,31 +920,69 @@ def compare_command(args) -> int:
         raise CLIError(f"unknown suite {', '.join(unknown) or repr(args.suite)}; valid suites: {', '.join(SUITES)}")
     if args.seeds < 1 or (args.steps is not None and args.steps < 1):
         raise CLIError(f"--seeds {args.seeds} and --steps {args.steps} must be positive")
+    sc = resolve_scale(args.scale, args.steps)
+    if args.resume and args.overwrite:
+        raise CLIError("--overwrite replaces a results folder and --resume continues it: pass one of them")
+    if args.resume and not args.out:
+        raise CLIError("--resume needs --out: the results folder of the interrupted suite")
+    if args.lr_grid is not None and args.lr_sweep is False:
+        raise CLIError("--lr-grid sets the rates of a sweep and --no-lr-sweep turns the sweep off: pass one of them")
+    grid = check_lr_grid(_parse_lr_grid(args.lr_grid) if args.lr_grid is not None else default_lr_grid(sc.lr))
+    if "wave-headline" in suites and (args.lr_sweep or args.lr_grid is not None):
+        raise CLIError("the wave-headline suite replays the seed runs' own learning rates; it takes no --lr-sweep "
+                       "or --lr-grid")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    outs = {}
+    plans = {}
     for suite in suites:
         out = pathlib.Path(args.out) / suite if args.out and len(suites) > 1 else pathlib.Path(
             args.out or f"results/{suite}-{args.scale}-{args.tokenizer}-{stamp}")
-        check_target(out, overwrite=args.overwrite, kinds=("results",), sources=[_local_source(args.data)],
-                     what="results folder")
-        outs[suite] = out
+        sweep = args.lr_grid is not None or (args.lr_sweep if args.lr_sweep is not None else suite in SWEEP_SUITES)
+        plans[suite] = (out, *_compare_folder(out, args), grid if sweep and suite != "wave-headline" else None)
     text = load_corpus(args.data)
     tokenizer, data = prepare_data(text, tokenizer=args.tokenizer, vocab_size=args.vocab_size)
-    for suite, out in outs.items():
+    data_fp = hashlib.sha256((fingerprint(text) + tokenizer.to_json()).encode()).hexdigest()
+    data_name = str(args.data) if args.data is not None else "embedded"
+    seeds = tuple(range(args.seeds))
+    settings = {s: suite_settings(s, args.scale, sc, seeds, plan[3], args.tokenizer, tokenizer.vocab_size,
+                                  data_name, data_fp) for s, plan in plans.items()}
+    if args.resume:  # every folder is checked before any suite trains
+        for suite, (out, work, _staged, _grid) in plans.items():
+            stored = json.loads((work / SUITE_FILE).read_text(encoding="utf-8"))
+            check_resume_settings(stored, settings[suite], out)
+    for suite, (out, work, staged, suite_grid) in plans.items():
+        if not args.resume:
+            if staged:
+                begin_staging(out)
+            else:
+                work.mkdir(parents=True, exist_ok=True)
+            tmp = work / f".{SUITE_FILE}.tmp"
+            tmp.write_text(json.dumps(settings[suite], indent=2) + "\n", encoding="utf-8")
+            tmp.replace(work / SUITE_FILE)
         t0 = time.perf_counter()
+        sweep_note = f", lr sweep {','.join(f'{v:g}' for v in suite_grid)}" if suite_grid else ""
         print(f"== suite {suite}, scale {args.scale}, {args.tokenizer} vocab {tokenizer.vocab_size}, "
-              f"{args.seeds} seeds ==", flush=True)
-        result = run_suite(suite, scale=args.scale, seeds=tuple(range(args.seeds)), data=data,
-                           vocab_size=tokenizer.vocab_size, tokenizer_name=args.tokenizer, steps=args.steps,
-                           log=lambda m: print(m, flush=True))
-        result["data"] = str(args.data) if args.data is not None else "embedded"
+              f"{args.seeds} seeds{sweep_note}; runs are saved in {work} as they finish ==", flush=True)
+        try:
+            result = run_suite(suite, scale=sc, seeds=seeds, data=data, vocab_size=tokenizer.vocab_size,
+                               tokenizer_name=args.tokenizer, lr_grid=suite_grid, folder=work,
+                               log=lambda m: print(m, flush=True))
+        except KeyboardInterrupt:
+            done = len(list((work / "runs").glob("*/*.json"))) if (work / "runs").is_dir() else 0
+            print(f"error: interrupted; the {done} finished runs are kept in {work}: run the same command with "
+                  f"--resume (and without --overwrite) to continue", file=sys.stderr, flush=True)
+            return 130
+        result["scale_name"] = args.scale
+        result["data"] = data_name
         result["wall_seconds"] = time.perf_counter() - t0
-        staging = begin_staging(out)
-        written = write_result(result, staging)
-        commit_staging(staging, out)
-        paths = [out / p.relative_to(staging) for p in written]
+        result["run_seconds"] = sum(r["seconds"] for row in result["rows"] for r in row["seeds"]) + sum(
+            run.get("seconds", 0.0) for row in result["rows"] for run in (row["lr_sweep"] or {}).get("runs", []))
+        written = write_result(result, work)
+        if staged:
+            commit_staging(work, out)
+        paths = [out / p.relative_to(work) for p in written]
         print(format_table(result))
-        print(f"suite {suite}: {result['wall_seconds']:.0f} s; wrote " + ", ".join(str(p) for p in paths), flush=True)
+        print(f"suite {suite}: {result['wall_seconds']:.0f} s ({result['runs_trained']} runs trained, "
+              f"{result['runs_reused']} reused); wrote " + ", ".join(str(p) for p in paths), flush=True)
     return 0
 
 

@@ -24,6 +24,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import pathlib
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +33,10 @@ from typing import Any
 import numpy as np
 
 SUITES = ("seeds", "wave-ablation", "residual", "extrapolation", "wave-headline")
+SWEEP_SUITES = ("seeds", "residual")  # suites whose entries get a learning-rate sweep unless --no-lr-sweep
+SELECT_FRACTION = 0.1  # the sweep's selection split: this last fraction of the training split
+RUNS_DIR = "runs"  # finished runs of a suite, one JSON each (RunStore)
+SUITE_FILE = "suite.json"  # a suite's settings, written when it starts (what --resume checks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,12 +54,21 @@ class Scale:
     eval_interval: int
     eval_batches: int
     eval_lengths: tuple[int, ...]  # extrapolation suite: block_size x 1, 2, 4, 8
+    report_fractions: tuple[float, ...] = ()  # table columns: validation loss at these fractions of the budget
+    sweep_fraction: float = 0.25  # learning-rate sweep: each rate trains this fraction of `steps`
 
 
 SCALES = {
     # 2-core CPU: the whole `seeds` suite (5 entries x 3 seeds) in well under 30 minutes.
     "tiny": Scale(n_layer=2, n_head=4, base_width=96, block_size=64, batch_size=16, steps=500, lr=2e-3,
                   warmup_steps=40, eval_interval=50, eval_batches=8, eval_lengths=(64, 128, 256, 512)),
+    # 2-core CPU, longer: 2x tiny's tokens (512 steps of 16 x 128) on 4 layers x 128, with validation
+    # loss reported at 1/8, 1/4, 1/2 and all of the budget. Sized from measured throughput (~4,000
+    # tokens/s per entry at load ~3, ~15 s compilation per learning rate): the `seeds` suite with
+    # its sweep (3 rates x 1/4 budget) and 3 seeds is 5 x (3 + 0.75) runs of ~260 s, ~85-90 minutes.
+    "small-cpu": Scale(n_layer=4, n_head=4, base_width=128, block_size=128, batch_size=16, steps=512, lr=2e-3,
+                       warmup_steps=40, eval_interval=32, eval_batches=4, eval_lengths=(128, 256, 512, 1024),
+                       report_fractions=(1 / 8, 1 / 4, 1 / 2)),
     # The seeds' own sizes (RippleGPT / nanoGPT 6 x 384, context 256): for an accelerator.
     "seed": Scale(n_layer=6, n_head=6, base_width=384, block_size=256, batch_size=64, steps=5000, lr=1e-3,
                   warmup_steps=100, eval_interval=250, eval_batches=20, eval_lengths=(256, 512, 1024, 2048)),
@@ -225,6 +239,161 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
 
 
+def default_lr_grid(lr: float) -> tuple[float, ...]:
+    """The sweep's default grid: half, one and two times the scale's rate (a log grid, factor 2)."""
+    return (lr / 2, lr, lr * 2)
+
+
+def check_lr_grid(grid: Sequence[float]) -> tuple[float, ...]:
+    """The grid sorted ascending; ValueError when it has fewer than 2 distinct values or a rate
+    that is not a positive finite number."""
+    values = [float(v) for v in grid]
+    bad = [v for v in values if not (math.isfinite(v) and v > 0)]
+    if bad:
+        raise ValueError(f"lr grid {','.join(f'{v:g}' for v in values)}: learning rate {bad[0]:g} must be a "
+                         "positive finite number")
+    if len(set(values)) < 2:
+        raise ValueError(f"lr grid {','.join(f'{v:g}' for v in values)} has {len(set(values))} distinct "
+                         "value(s); a sweep needs at least 2 learning rates")
+    return tuple(sorted(set(values)))
+
+
+def selection_split(data, fraction: float = SELECT_FRACTION):
+    """The sweep's data: a TokenData whose train split is the first 1 - fraction of `data`'s
+    training tokens and whose val split (the selection split) is the last `fraction` of them.
+    The reported validation split (`data.val`) is never read, so the rate is not chosen on it."""
+    from physnets_jax.training.data import TokenData
+
+    n = len(data.train)
+    k = int(n * fraction)
+    if k < 2 or n - k < 2:
+        raise ValueError(f"the training split has {n} tokens, too few to hold out {fraction:.0%} for the "
+                         "learning-rate sweep's selection split")
+    return TokenData.from_splits(data.train[: n - k], data.train[n - k:])
+
+
+def resolve_scale(scale: str | Scale, steps: int | None = None) -> Scale:
+    """The Scale named `scale` (ValueError lists the valid names), with `steps` overriding its
+    budget (evaluation interval and warmup capped to it)."""
+    if isinstance(scale, str):
+        if scale not in SCALES:
+            raise ValueError(f"unknown scale {scale!r}; valid scales: {', '.join(SCALES)}")
+        sc = SCALES[scale]
+    else:
+        sc = scale
+    if steps is not None:
+        interval = max(1, steps // 16) if sc.report_fractions else min(sc.eval_interval, steps)
+        sc = dataclasses.replace(sc, steps=steps, eval_interval=interval, warmup_steps=min(sc.warmup_steps, steps))
+    return sc
+
+
+def suite_train_config(entry: Entry, sc: Scale, seed: int, lr: float, steps: int):
+    """The TrainConfig every non-headline entry trains with (same schedule shape for all entries;
+    the warmup is the scale's in absolute steps, so a short sweep run starts like the full run)."""
+    from physnets_jax.training.train import TrainConfig
+
+    return TrainConfig(
+        steps=steps, batch_size=sc.batch_size, lr=lr, warmup_steps=min(sc.warmup_steps, steps),
+        optimizer=entry.optimizer, loss=entry.loss, eval_interval=min(sc.eval_interval, steps),
+        eval_batches=sc.eval_batches, log_interval=min(10, steps), seed=seed,
+        weight_decay=0.01 if entry.optimizer == "rgd" else 0.1,
+        rgd_strength=0.3, rgd_warmup=min(500, sc.steps),
+    )
+
+
+def train_run(cfg, data, tc, *, extras: Callable[[Any], dict] | None = None, allow_divergence: bool = False) -> dict:
+    """Train a fresh model of `cfg` (seeded by tc.seed) on `data` with `tc`; returns its record:
+    final val (of `data.val`) and train loss, tokens/s, seconds, the val curve [(step, loss)] and
+    whatever `extras(model)` adds. With allow_divergence a run whose loss became non-finite gives
+    val_loss None and the reason under "diverged" instead of raising TrainingDiverged."""
+    from physnets_jax.model import build_model
+    from physnets_jax.training.train import TrainingDiverged, train
+
+    model = build_model(cfg, seed=tc.seed)
+    t0 = time.perf_counter()
+    record: dict[str, Any] = {"seed": tc.seed, "lr": tc.lr, "steps": tc.steps}
+    try:
+        summary = train(model, data, tc, progress=False, handle_signals=False, print_fn=lambda _s: None)
+    except TrainingDiverged as err:
+        if not allow_divergence:
+            raise
+        return {**record, "val_loss": None, "train_loss": None, "diverged": str(err), "tokens_per_s": None,
+                "seconds": time.perf_counter() - t0, "val_curve": []}
+    record.update({
+        "val_loss": summary["val_loss"], "train_loss": summary["train_loss"],
+        "tokens_per_s": summary["tokens_per_s"], "seconds": time.perf_counter() - t0,
+        "val_curve": [[h["step"], h["val_loss"]] for h in summary["history"] if "val_loss" in h],
+    })
+    if extras is not None:
+        record.update(extras(model))
+    return record
+
+
+class RunStore:
+    """Finished runs of a suite, one JSON file per (entry, kind, lr, seed) under `folder`/runs/,
+    each written atomically (temporary file + rename) as soon as its run ends; a later call with
+    the same key reads it back instead of training (what --resume relies on). folder None: nothing
+    is stored or read."""
+
+    def __init__(self, folder: pathlib.Path | None):
+        self.folder = None if folder is None else pathlib.Path(folder) / RUNS_DIR
+        self.trained = 0
+        self.reused = 0
+
+    def path(self, index: int, label: str, kind: str, lr: float, seed: int) -> pathlib.Path | None:
+        """The file of one run (None without a folder)."""
+        if self.folder is None:
+            return None
+        slug = "".join(c if c.isalnum() or c in "-_." else "-" for c in label).strip("-")[:60]
+        return self.folder / f"{index:02d}-{slug}" / f"{kind}-lr{lr:.6g}-seed{seed}.json"
+
+    def run(self, path: pathlib.Path | None, fn: Callable[[], dict]) -> dict:
+        """The stored record at `path`, or fn()'s, stored there atomically."""
+        if path is not None and path.is_file():
+            self.reused += 1
+            return json.loads(path.read_text(encoding="utf-8"))
+        record = fn()
+        self.trained += 1
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+            os.replace(tmp, path)
+        return record
+
+
+def suite_settings(suite: str, scale_name: str, sc: Scale, seeds: Sequence[int], lr_grid: Sequence[float] | None,
+                   tokenizer: str, vocab_size: int, data: str, data_fingerprint: str) -> dict:
+    """What a suite's results depend on, stored as suite.json when it starts; --resume refuses a
+    folder whose settings differ (check_resume_settings)."""
+    return json.loads(json.dumps({
+        "suite": suite, "scale": scale_name, "scale_settings": dataclasses.asdict(sc), "seeds": list(seeds),
+        "lr_sweep": lr_grid is not None, "lr_grid": None if lr_grid is None else list(lr_grid),
+        "tokenizer": tokenizer, "vocab_size": vocab_size, "data": data, "data_fingerprint": data_fingerprint,
+    }))
+
+
+def check_resume_settings(stored: dict, current: dict, folder) -> None:
+    """ValueError naming the first setting (and both values) in which `current` differs from the
+    settings `stored` in the results folder being resumed."""
+    names = {"steps": "steps"}
+
+    def fail(name, old, new):
+        raise ValueError(f"--resume: {folder} was made with {name}={old}, this command has {name}={new}; "
+                         "rerun with the folder's settings or choose another --out")
+
+    for key in ("suite", "scale", "seeds", "lr_sweep", "lr_grid", "tokenizer", "vocab_size"):
+        if stored.get(key) != current.get(key):
+            fail(key, json.dumps(stored.get(key)), json.dumps(current.get(key)))
+    old_sc, new_sc = stored.get("scale_settings", {}), current["scale_settings"]
+    for key in new_sc:
+        if old_sc.get(key) != new_sc[key]:
+            fail(names.get(key, f"scale.{key}"), json.dumps(old_sc.get(key)), json.dumps(new_sc[key]))
+    if stored.get("data_fingerprint") != current.get("data_fingerprint"):
+        fail("data", f"{stored.get('data')} (content {str(stored.get('data_fingerprint'))[:12]})",
+             f"{current.get('data')} (content {str(current.get('data_fingerprint'))[:12]})")
+
+
 def run_suite(
     suite: str,
     *,
@@ -234,57 +403,81 @@ def run_suite(
     vocab_size: int,
     tokenizer_name: str = "char",
     steps: int | None = None,
+    lr_grid: Sequence[float] | None = None,
+    folder: pathlib.Path | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Train every entry of `suite` once per seed on `data` (a physnets_jax.training.data.TokenData whose
-    tokenizer has `vocab_size` ids); returns the result dict that format_table / write_result take."""
-    from physnets_jax.model import build_model
-    from physnets_jax.training.train import TrainConfig, length_eval, train
+    tokenizer has `vocab_size` ids); returns the result dict that format_table / write_result take.
 
-    sc = SCALES[scale] if isinstance(scale, str) else scale
-    if steps is not None:
-        sc = dataclasses.replace(sc, steps=steps, eval_interval=min(sc.eval_interval, steps),
-                                 warmup_steps=min(sc.warmup_steps, steps))
+    lr_grid: the learning-rate sweep. Each entry first trains at every rate of the grid for
+    scale.sweep_fraction of the budget (seed seeds[0]) on the first 90% of the training split,
+    scored by the final loss on its last 10% (selection_split; the reported val split is not
+    read); the rate with the lowest score (ties: the smaller rate; diverged runs lose) is then
+    used for every seed. folder: finished runs are stored there (RunStore) and reused."""
+    sc = resolve_scale(scale, steps)
     entries = suite_entries(suite)
     headline = suite == "wave-headline"
+    if lr_grid is not None:
+        if headline:
+            raise ValueError("the wave-headline suite replays the seed runs' own learning rates; "
+                             "it takes no learning-rate sweep")
+        lr_grid = check_lr_grid(lr_grid)
+    store = RunStore(folder)
+    select_data = selection_split(data) if lr_grid is not None else None
+    sweep_steps = max(1, round(sc.steps * sc.sweep_fraction))
     vocab = max(vocab_size, HEADLINE["vocab_size"]) if headline else vocab_size  # the seed's 1024 rows
     if headline:
         target = param_count(headline_config(entries[0], sc, vocab))
     else:
         target = param_count(entry_config(entries[0], sc, vocab, sc.base_width))
     rows = []
-    for entry in entries:
+    for index, entry in enumerate(entries):
         if headline:
             cfg = headline_config(entry, sc, vocab)
             count = param_count(cfg)
         else:
             cfg, count = match_width(entry, sc, vocab, target)
         log(f"{entry.label}: n_embd {cfg.n_embd}, {count:,} parameters ({count / target - 1:+.1%} vs target {target:,})")
+        lr = entry.lr or sc.lr
+        sweep = None
+        if lr_grid is not None:
+            runs = []
+            for rate in lr_grid:
+                tc = suite_train_config(entry, sc, seeds[0], rate, sweep_steps)
+                rec = store.run(store.path(index, entry.label, "sweep", rate, seeds[0]),
+                                functools.partial(train_run, cfg, select_data, tc, allow_divergence=True))
+                runs.append(rec)
+                shown = "diverged" if rec["val_loss"] is None else f"{rec['val_loss']:.4f}"
+                log(f"  sweep lr {rate:g}: selection loss {shown} after {sweep_steps} steps, {rec['seconds']:.0f} s")
+            scores = [math.inf if r["val_loss"] is None else r["val_loss"] for r in runs]
+            if all(math.isinf(v) for v in scores):
+                raise ValueError(f"entry {entry.label!r}: every rate of the sweep diverged "
+                                 f"({', '.join(f'{v:g}' for v in lr_grid)}); try smaller rates with --lr-grid")
+            best = int(np.argmin(scores))  # the first minimum: the smaller rate on a tie
+            lr = lr_grid[best]
+            sweep = {"grid": list(lr_grid), "steps": sweep_steps, "seed": seeds[0], "chosen_lr": lr,
+                     "selection": f"last {SELECT_FRACTION:.0%} of the training split (not the reported val split)",
+                     "runs": [{"lr": r["lr"], "selection_loss": r["val_loss"], "curve": r["val_curve"],
+                               **({"diverged": r["diverged"]} if "diverged" in r else {})} for r in runs]}
+            log(f"  chosen lr {lr:g}")
         per_seed = []
         for seed in seeds:
-            if headline:
-                tc = headline_train_config(entry, sc, seed)
-            else:
-                tc = TrainConfig(
-                    steps=sc.steps, batch_size=sc.batch_size, lr=sc.lr, warmup_steps=sc.warmup_steps,
-                    optimizer=entry.optimizer, loss=entry.loss, eval_interval=sc.eval_interval,
-                    eval_batches=sc.eval_batches, log_interval=min(10, sc.steps), seed=seed,
-                    weight_decay=0.01 if entry.optimizer == "rgd" else 0.1,
-                    rgd_strength=0.3, rgd_warmup=min(500, sc.steps),
-                )
-            model = build_model(cfg, seed=seed)
-            t0 = time.perf_counter()
-            summary = train(model, data, tc, progress=False, handle_signals=False, print_fn=lambda _s: None)
-            record = {
-                "seed": seed, "val_loss": summary["val_loss"], "train_loss": summary["train_loss"],
-                "tokens_per_s": summary["tokens_per_s"], "seconds": time.perf_counter() - t0,
-                "val_curve": [(h["step"], h["val_loss"]) for h in summary["history"] if "val_loss" in h],
-            }
-            if suite == "extrapolation":
-                record["lengths"] = length_eval(model, data, sc.eval_lengths, batch_size=8,
-                                                batches=sc.eval_batches, seed=seed)
-            if headline:
-                record["seed_val_loss"] = seed_style_val_loss(model, data, sc.batch_size, sc.block_size, seed)
+            tc = headline_train_config(entry, sc, seed) if headline else suite_train_config(entry, sc, seed, lr, sc.steps)
+
+            def extras(model, seed=seed):
+                out = {}
+                if suite == "extrapolation":
+                    from physnets_jax.training.train import length_eval
+
+                    out["lengths"] = length_eval(model, data, sc.eval_lengths, batch_size=8,
+                                                 batches=sc.eval_batches, seed=seed)
+                if headline:
+                    out["seed_val_loss"] = seed_style_val_loss(model, data, sc.batch_size, sc.block_size, seed)
+                return out
+
+            record = store.run(store.path(index, entry.label, "final", tc.lr, seed),
+                               functools.partial(train_run, cfg, data, tc, extras=extras))
             per_seed.append(record)
             extra = f", seed-style val {record['seed_val_loss']:.4f}" if headline else ""
             log(f"  seed {seed}: val {record['val_loss']:.4f}{extra}, {record['tokens_per_s']:,.0f} tokens/s, "
@@ -293,9 +486,11 @@ def run_suite(
         tps_mean, _ = _mean_std([r["tokens_per_s"] for r in per_seed])
         row = {"label": entry.label, "preset": entry.preset, "overrides": entry.overrides,
                "optimizer": entry.optimizer, "loss": entry.loss, "n_embd": cfg.n_embd, "params": count,
+               "lr": lr, "lr_sweep": sweep,
                "val_loss_mean": val_mean, "val_loss_std": val_std, "ppl_mean": float(np.mean(
                    [math.exp(r["val_loss"]) for r in per_seed])), "tokens_per_s": tps_mean,
-               "extrapolates": cfg.extrapolates, "seeds": per_seed}
+               "extrapolates": cfg.extrapolates, "seeds": per_seed,
+               "checkpoints": _checkpoint_summary(per_seed, sc)}
         if suite == "extrapolation":
             row["lengths"] = _length_summary(per_seed)
         if headline:
@@ -303,7 +498,21 @@ def run_suite(
             row["seed_val_loss_mean"], row["seed_val_loss_std"] = _mean_std([r["seed_val_loss"] for r in per_seed])
         rows.append(row)
     return {"suite": suite, "scale": dataclasses.asdict(sc), "tokenizer": tokenizer_name, "vocab_size": vocab,
-            "target_params": target, "seeds": list(seeds), "rows": rows}
+            "target_params": target, "seeds": list(seeds), "lr_sweep": lr_grid is not None,
+            "runs_trained": store.trained, "runs_reused": store.reused, "rows": rows}
+
+
+def _checkpoint_summary(per_seed: list[dict], sc: Scale) -> list[dict]:
+    """Validation loss (mean, std over seeds) at the evaluation step nearest to each of the scale's
+    report fractions of the budget, then at the end."""
+    steps = [s for s, _ in per_seed[0]["val_curve"]]
+    out = []
+    for fraction in (*sc.report_fractions, 1.0):
+        step = min(steps, key=lambda s: abs(s - fraction * sc.steps)) if fraction < 1 else steps[-1]
+        vals = [dict((int(s), v) for s, v in r["val_curve"])[step] for r in per_seed]
+        mean, std = _mean_std(vals)
+        out.append({"fraction": fraction, "step": step, "val_loss_mean": mean, "val_loss_std": std})
+    return out
 
 
 def _length_summary(per_seed: list[dict]) -> list[dict]:
@@ -322,14 +531,28 @@ def format_table(result: dict) -> str:
     n = len(result["seeds"])
     if result["suite"] == "wave-headline":
         return _format_headline_table(result)
+    rows = result["rows"]
+    marks = [c for c in rows[0].get("checkpoints", [])]
+    show_ranks = len(marks) > 1
+    ranks = [_ranks([r["checkpoints"][i]["val_loss_mean"] for r in rows]) for i in range(len(marks))] if show_ranks else []
+    heads = [f"val @ {_fraction_text(c['fraction'])} (step {c['step']})" for c in marks[:-1]]
+    rank_note = ", rank" if show_ranks else ""
+    lr_head = "lr (swept)" if result.get("lr_sweep") else "lr"
     lines = [
-        f"| entry | params | n_embd | optimizer | loss | val loss (mean +- std, {n} seeds) | perplexity | tokens/s |",
-        "|---|---:|---:|---|---|---:|---:|---:|",
+        f"| entry | params | n_embd | optimizer | loss | {lr_head} | " + "".join(f"{h} | " for h in heads)
+        + f"val loss (mean +- std, {n} seeds{rank_note}) | perplexity | tokens/s |",
+        "|---|---:|---:|---|---|---:|" + "---:|" * len(heads) + "---:|---:|---:|",
     ]
-    for r in result["rows"]:
+    for j, r in enumerate(rows):
+        cells = []
+        for i, c in enumerate(r.get("checkpoints", [])[:-1]):
+            cells.append(f"{c['val_loss_mean']:.4f} +- {c['val_loss_std']:.4f} ({ranks[i][j]})")
+        final = f"{r['val_loss_mean']:.4f} +- {r['val_loss_std']:.4f}" + (f" ({ranks[-1][j]})" if show_ranks else "")
+        lr = r.get("lr", result["scale"]["lr"])
         lines.append(
-            f"| {r['label']} | {r['params']:,} | {r['n_embd']} | {r['optimizer']} | {r['loss']} | "
-            f"{r['val_loss_mean']:.4f} +- {r['val_loss_std']:.4f} | {r['ppl_mean']:.2f} | {r['tokens_per_s']:,.0f} |"
+            f"| {r['label']} | {r['params']:,} | {r['n_embd']} | {r['optimizer']} | {r['loss']} | {lr:g} | "
+            + "".join(f"{c} | " for c in cells)
+            + f"{final} | {r['ppl_mean']:.2f} | {r['tokens_per_s']:,.0f} |"
         )
     if result["suite"] == "extrapolation":
         lengths = [x["length"] for x in result["rows"][0]["lengths"]]
@@ -341,6 +564,18 @@ def format_table(result: dict) -> str:
                      else "cannot extrapolate" for x in r["lengths"]]
             lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _ranks(values: Sequence[float]) -> list[int]:
+    """1 for the smallest value, 2 for the next, ... (ties share the better rank)."""
+    return [1 + sum(w < v for w in values) for v in values]
+
+
+def _fraction_text(fraction: float) -> str:
+    from fractions import Fraction
+
+    f = Fraction(fraction).limit_denominator(64)
+    return str(f.numerator) if f.denominator == 1 else f"{f.numerator}/{f.denominator}"
 
 
 def _format_headline_table(result: dict) -> str:
@@ -385,6 +620,9 @@ def plot_result(result: dict, out_dir: pathlib.Path) -> list[pathlib.Path]:
     paths.append(out_dir / "loss_curves.png")
     fig.savefig(paths[-1])
     plt.close(fig)
+    swept = [r for r in result["rows"] if r.get("lr_sweep")]
+    if swept:
+        paths.append(_plot_sweep(swept, result, out_dir / "lr_sweep.png", plt))
     if result["suite"] == "extrapolation":
         fig, ax = plt.subplots(figsize=(7, 5), dpi=100)
         for r in result["rows"]:
@@ -405,9 +643,57 @@ def plot_result(result: dict, out_dir: pathlib.Path) -> list[pathlib.Path]:
     return paths
 
 
+def _plot_sweep(rows: list[dict], result: dict, path: pathlib.Path, plt) -> pathlib.Path:
+    """One panel per entry: the selection-split loss curve of every swept rate (the chosen rate
+    drawn thick), plus a last panel with each entry's final selection loss against the rate."""
+    n = len(rows) + 1
+    cols = min(n, 3)
+    nrows = math.ceil(n / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.2 * nrows), dpi=80, squeeze=False)
+    flat = axes.ravel()
+    summary = flat[len(rows)]
+    for ax, r in zip(flat, rows, strict=False):
+        sweep = r["lr_sweep"]
+        for run in sweep["runs"]:
+            if not run["curve"]:
+                continue
+            c = np.asarray(run["curve"], dtype=np.float64)
+            chosen = run["lr"] == sweep["chosen_lr"]
+            ax.plot(c[:, 0], c[:, 1], linewidth=2.2 if chosen else 1.0,
+                    label=f"lr {run['lr']:g}" + (" (chosen)" if chosen else ""))
+        ax.set_title(r["label"], fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_ylabel("selection loss", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        pts = [(run["lr"], run["selection_loss"]) for run in sweep["runs"] if run["selection_loss"] is not None]
+        if pts:
+            x, y = zip(*pts, strict=True)
+            (line,) = summary.plot(x, y, marker="o", label=r["label"])
+            best = min(pts, key=lambda p: p[1])
+            summary.plot([best[0]], [best[1]], marker="*", markersize=12, color=line.get_color())
+    summary.set_xscale("log")
+    summary.set_xlabel("learning rate", fontsize=8)
+    summary.set_ylabel("final selection loss", fontsize=8)
+    summary.set_title("sweep: loss by rate (star: chosen)", fontsize=9)
+    summary.grid(alpha=0.3)
+    summary.legend(fontsize=7)
+    for ax in flat[n:]:
+        ax.axis("off")
+    sweep0 = rows[0]["lr_sweep"]
+    fig.suptitle(f"suite {result['suite']}: learning-rate sweep, {sweep0['steps']} steps, seed {sweep0['seed']}, "
+                 f"scored on the {sweep0['selection']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def write_result(result: dict, out_dir: pathlib.Path) -> list[pathlib.Path]:
     """results.json, table.md and the plots into out_dir (which must not hold earlier results)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    (out_dir / "table.md").write_text(format_table(result) + "\n", encoding="utf-8")
+    for name, text in (("table.md", format_table(result)), ("results.json", json.dumps(result, indent=2))):
+        tmp = out_dir / f".{name}.tmp"  # atomic: a killed process never leaves half a results file
+        tmp.write_text(text + "\n", encoding="utf-8")
+        os.replace(tmp, out_dir / name)
     return [out_dir / "results.json", out_dir / "table.md", *plot_result(result, out_dir)]
