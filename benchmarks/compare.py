@@ -4,12 +4,19 @@ extrapolation, and wave-headline, which replays the Wave-Native GPT headline run
 protocol next to a held-out validation (physnets_jax/training/compare.py says what each trains).
 
     python benchmarks/compare.py --suite seeds --scale tiny --data ../shared/data/tinyshakespeare.txt
+    python benchmarks/compare.py --suite seeds --scale small-cpu --data PATH --out R   # ~90 min, 2 cores
+    python benchmarks/compare.py --suite seeds --scale small-cpu --data PATH --out R --resume  # after Ctrl-C
+    python benchmarks/compare.py --suite seeds --no-lr-sweep --data PATH       # every entry at the scale's lr
+    python benchmarks/compare.py --suite residual --lr-grid 1e-3,2e-3,4e-3,8e-3 --data PATH
     python benchmarks/compare.py --suite extrapolation --scale tiny --data PATH
     python benchmarks/compare.py --suite wave-headline --scale tiny --seeds 2 --steps 250 --data PATH
     python benchmarks/compare.py --suite seeds,wave-ablation,residual,extrapolation --scale seed   # accelerator
 
-Writes results/<suite>-<scale>-<tokenizer>-<time>/ with table.md, results.json, loss_curves.png
-(and extrapolation.png), and prints the table.
+Writes results/<suite>-<scale>-<tokenizer>-<time>/ (or --out) with suite.json (the settings, at the
+start), runs/<entry>/<run>.json (each run as it finishes; --resume reuses them), and at the end
+table.md, results.json, loss_curves.png, lr_sweep.png (with the sweep; on by default for seeds and
+residual) and extrapolation.png (extrapolation suite); prints the table. docs/training.md,
+"Comparison suites", gives the sweep's selection split and the resume rules.
 """
 
 from __future__ import annotations

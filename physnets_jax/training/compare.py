@@ -11,6 +11,14 @@ seeds of the final validation loss and perplexity, tokens/s, parameters), `resul
 plots (validation-loss curves with a +-1 std band over seeds; validation loss by evaluation length
 for the extrapolation suite) in the output folder.
 
+Learning-rate sweep (run_suite's lr_grid; default for SWEEP_SUITES): before its seeds, each entry
+trains at every rate of the grid for scale.sweep_fraction of the budget on the first 90% of the
+training split; the rate with the lowest loss on the last 10% of the training split (the selection
+split, selection_split) is used for all seeds, so the reported validation split plays no part in the
+choice. Every finished run is saved as one JSON file (RunStore) as soon as it ends; a suite run
+again on the same folder reuses them (`--resume`). Scales with report_fractions (small-cpu) also
+report the validation loss at those fractions of the budget, with ranks, in the table.
+
 The `wave-headline` suite is the exception on purpose: it replays the Wave-Native GPT headline
 run's own protocol (HEADLINE below: no parameter matching, the wave model trained 3x the steps
 at 2x the learning rate with RGD + QFE) and reports the seed's "validation" (one random batch of
