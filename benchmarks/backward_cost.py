@@ -18,7 +18,13 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.timing import interleaved_median_seconds, machine_line, markdown_table  # noqa: E402
+from benchmarks.timing import (  # noqa: E402
+    add_malloc_option,
+    apply_malloc_option,
+    interleaved_median_seconds,
+    machine_line,
+    markdown_table,
+)
 
 
 def main() -> None:
@@ -27,7 +33,9 @@ def main() -> None:
     parser.add_argument("--size", default="micro")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=256)
+    add_malloc_option(parser)
     args = parser.parse_args()
+    malloc_line = apply_malloc_option(args)
 
     import jax
     import numpy as np
@@ -74,7 +82,7 @@ def main() -> None:
     for backend in ("jax", "torch"):
         fwd, both = secs[f"{backend} forward"], secs[f"{backend} forward+backward"]
         rows.append([backend, f"{1000 * fwd:.1f}", f"{1000 * both:.1f}", f"{both / fwd:.1f}x"])
-    print(f"machine: {machine_line()}")
+    print(f"machine: {machine_line()}; {malloc_line}")
     print(f"{args.preset}-{args.size}, batch {args.batch} x {args.seq} tokens, median of 5 interleaved\n")
     print(markdown_table(["backend", "forward ms", "forward + backward ms", "ratio"], rows))
 

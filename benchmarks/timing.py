@@ -61,3 +61,22 @@ def markdown_table(headers: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def add_malloc_option(parser) -> None:
+    """--system-malloc: time with glibc's default malloc instead of the trainer's setting."""
+    parser.add_argument(
+        "--system-malloc", action="store_true",
+        help="leave glibc malloc at its defaults; by default the script keeps freed host memory "
+        "as train_jax.py does (physnets_jax.training.host_memory)",
+    )
+
+
+def apply_malloc_option(args) -> str:
+    """Apply the trainer's host-memory setting unless --system-malloc; a line saying which."""
+    if getattr(args, "system_malloc", False):
+        return "host malloc: glibc defaults (--system-malloc)"
+    from physnets_jax.training.host_memory import keep_freed_host_memory
+
+    applied = keep_freed_host_memory()
+    return "host malloc: freed memory kept, as train_jax.py" + ("" if applied else " (not glibc: unchanged)")
