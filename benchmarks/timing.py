@@ -21,20 +21,32 @@ def median_seconds(fn: Callable[[], object], *, warmup: int = 2, repeats: int = 
 
 
 def interleaved_median_seconds(
-    fns: dict[str, Callable[[], object]], *, warmup: int = 2, repeats: int = 5
+    fns: dict[str, Callable[[], object]], *, warmup: int = 2, repeats: int = 5, cpu_time: bool = False
 ) -> dict[str, float]:
     """Median wall time of each callable, timed round-robin so that load changes on a shared
-    machine hit every contender alike."""
+    machine hit every contender alike; with cpu_time, the process's CPU time (all threads, user
+    + system) instead: the work a call did, without the time it waited for a core."""
+    clock = time.process_time if cpu_time else time.perf_counter
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start = clock()
             fn()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def add_cpu_time_option(parser) -> None:
+    """--cpu-time: time by process CPU time (for loaded machines; run one thread per framework)."""
+    parser.add_argument(
+        "--cpu-time", action="store_true",
+        help="time each call by the process's CPU time instead of wall time: on a loaded machine it "
+        "counts the work, not the waiting. Run with one thread per framework: XLA_FLAGS="
+        "--xla_cpu_multi_thread_eigen=false OMP_NUM_THREADS=1",
+    )
 
 
 def machine_line() -> str:
