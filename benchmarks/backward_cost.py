@@ -18,7 +18,14 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.timing import interleaved_median_seconds, machine_line, markdown_table  # noqa: E402
+from benchmarks.timing import (  # noqa: E402
+    add_cpu_time_option,
+    add_malloc_option,
+    apply_malloc_option,
+    interleaved_median_seconds,
+    machine_line,
+    markdown_table,
+)
 
 
 def main() -> None:
@@ -27,7 +34,10 @@ def main() -> None:
     parser.add_argument("--size", default="micro")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=256)
+    add_malloc_option(parser)
+    add_cpu_time_option(parser)
     args = parser.parse_args()
+    malloc_line = apply_malloc_option(args)
 
     import jax
     import numpy as np
@@ -69,13 +79,14 @@ def main() -> None:
         "jax forward+backward": lambda: jax.block_until_ready(jax_grad(params, rest, x)),
         "torch forward": torch_forward,
         "torch forward+backward": torch_grad,
-    }, warmup=2, repeats=5)
+    }, warmup=2, repeats=5, cpu_time=args.cpu_time)
     rows = []
     for backend in ("jax", "torch"):
         fwd, both = secs[f"{backend} forward"], secs[f"{backend} forward+backward"]
         rows.append([backend, f"{1000 * fwd:.1f}", f"{1000 * both:.1f}", f"{both / fwd:.1f}x"])
-    print(f"machine: {machine_line()}")
-    print(f"{args.preset}-{args.size}, batch {args.batch} x {args.seq} tokens, median of 5 interleaved\n")
+    print(f"machine: {machine_line()}; {malloc_line}")
+    print(f"{args.preset}-{args.size}, batch {args.batch} x {args.seq} tokens, median of 5 interleaved, "
+          f"{'CPU' if args.cpu_time else 'wall'} time, {torch.get_num_threads()} torch threads\n")
     print(markdown_table(["backend", "forward ms", "forward + backward ms", "ratio"], rows))
 
 

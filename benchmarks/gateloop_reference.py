@@ -27,7 +27,14 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.timing import interleaved_median_seconds, machine_line, markdown_table  # noqa: E402
+from benchmarks.timing import (  # noqa: E402
+    add_cpu_time_option,
+    add_malloc_option,
+    apply_malloc_option,
+    interleaved_median_seconds,
+    machine_line,
+    markdown_table,
+)
 
 DIM, DEPTH, VOCAB = 256, 4, 256
 
@@ -79,7 +86,10 @@ def main() -> None:
     parser.add_argument("--seqs", default="256,1024")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
+    add_malloc_option(parser)
+    add_cpu_time_option(parser)
     args = parser.parse_args()
+    malloc_line = apply_malloc_option(args)
     if args.peer_site:
         sys.path.append(args.peer_site)
     try:
@@ -101,13 +111,15 @@ def main() -> None:
             "physnets torch softmax": physnets_torch_step("attention", tokens),
             "physnets jax softmax": physnets_jax_step("attention", tokens),
         }
-        secs = interleaved_median_seconds({k: v[0] for k, v in contenders.items()}, warmup=2, repeats=args.repeats)
+        secs = interleaved_median_seconds({k: v[0] for k, v in contenders.items()}, warmup=2, repeats=args.repeats,
+                                            cpu_time=args.cpu_time)
         for name, (_, n_params) in contenders.items():
             peer = "peer gateloop" if "gateloop" in name else "peer softmax"
             rows.append([seq, name, f"{n_params:,}", f"{args.batch * seq / secs[name]:,.0f}",
                          f"{secs[peer] / secs[name]:.2f}x"])
         print(f"  done seq {seq}", file=sys.stderr, flush=True)
-    print(f"machine: {machine_line()}; torch threads {torch.get_num_threads()}")
+    print(f"machine: {machine_line()}; torch threads {torch.get_num_threads()}; {malloc_line}; "
+          f"{'CPU' if args.cpu_time else 'wall'} time")
     print(f"training step (forward + backward + AdamW), dim {DIM}, depth {DEPTH}, batch {args.batch}, "
           f"median of {args.repeats} interleaved\n")
     print(markdown_table(["seq", "model", "params", "tokens/s", "vs peer"], rows))

@@ -18,7 +18,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from benchmarks.timing import interleaved_median_seconds, machine_line, markdown_table  # noqa: E402
+from benchmarks.timing import (  # noqa: E402
+    add_cpu_time_option,
+    add_malloc_option,
+    apply_malloc_option,
+    interleaved_median_seconds,
+    machine_line,
+    markdown_table,
+)
 from physnets_core.config import preset  # noqa: E402
 from physnets_jax.losses import cross_entropy as jax_ce  # noqa: E402
 from physnets_jax.model import Decoder as JaxDecoder  # noqa: E402
@@ -35,7 +42,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
+    add_malloc_option(parser)
+    add_cpu_time_option(parser)
     args = parser.parse_args()
+    malloc_line = apply_malloc_option(args)
     size = "nano" if args.quick else "small"
     cfg = preset("ripplegpt", size, dropout=0.0, block_size=args.seq)
     tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (args.batch, args.seq + 1))
@@ -68,6 +78,7 @@ def main() -> None:
             "reference": lambda: torch_step(ref),
         },
         repeats=args.repeats,
+        cpu_time=args.cpu_time,
     )
     t_jax, t_torch, t_ref = times["jax"], times["torch"], times["reference"]
 
@@ -77,8 +88,9 @@ def main() -> None:
         ["published per-head formulation (torch eager)", f"{n_tokens / t_ref:,.0f}", f"{t_torch / t_ref:.2f}x"],
     ]
     print(f"ripplegpt-{size}: n_embd {cfg.n_embd}, {cfg.n_layer} layers, batch {args.batch}, seq {args.seq}, "
-          f"forward+backward, median of {args.repeats} interleaved, {torch.get_num_threads()} torch threads")
-    print(f"machine: {machine_line()}\n")
+          f"forward+backward, median of {args.repeats} interleaved, {'CPU' if args.cpu_time else 'wall'} time, "
+          f"{torch.get_num_threads()} torch threads")
+    print(f"machine: {machine_line()}; {malloc_line}\n")
     print(markdown_table(["implementation", "tokens/s", "vs physnets_torch"], rows))
 
 

@@ -147,6 +147,9 @@ def _generation(run, cfg, gen_tokens: int, to_host) -> dict:
 
 def run_cell(spec: dict) -> dict:
     """Measure one (preset, backend, seq) cell in this process; adds peak RSS in MB."""
+    from benchmarks.timing import apply_malloc_option
+
+    apply_malloc_option(argparse.Namespace(system_malloc=spec.get("system_malloc", False)))
     cfg = _cfg(spec["preset"], spec["size"], spec["seq"])
     if spec["backend"] == "jax":
         out = _cell_jax(cfg, spec["batch"], spec["seq"], spec["steps"], spec["gen_tokens"])
@@ -202,6 +205,9 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile column of the full run")
     parser.add_argument("--cell-timeout", type=float, default=1200, help="seconds before a cell is abandoned")
     parser.add_argument("--cell", default=None, help=argparse.SUPPRESS)
+    from benchmarks.timing import add_malloc_option, apply_malloc_option
+
+    add_malloc_option(parser)
     args = parser.parse_args()
     if args.cell:
         print(json.dumps(run_cell(json.loads(args.cell))))
@@ -232,7 +238,8 @@ def main() -> None:
             per_backend = {}
             for backend in backends:
                 spec = dict(preset=name, size=size, seq=seq, backend=backend, batch=max(1, batch * 256 // seq),
-                            steps=steps, gen_tokens=0 if seq > 256 else (32 if args.quick else 128))
+                            steps=steps, gen_tokens=0 if seq > 256 else (32 if args.quick else 128),
+                            system_malloc=args.system_malloc)
                 label = [f"{name}-{size}", backend, seq]
                 try:
                     proc = subprocess.run([sys.executable, __file__, "--cell", json.dumps(spec)],
@@ -255,7 +262,7 @@ def main() -> None:
                     f"{r['peak_rss_mb']:,.0f}",
                 ])
             print(f"  done {name} seq {seq} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
-    print(f"machine: {machine_line()}")
+    print(f"machine: {machine_line()}; {apply_malloc_option(args) if args.system_malloc else 'host malloc: freed memory kept in each cell, as train_jax.py'}")
     print(f"float32 matmul peak ({'1024' if args.quick else '2048'}^2): JAX {peak['jax']:.0f} GFLOP/s, torch "
           f"{peak['torch']:.0f} GFLOP/s; MFU is against the larger; wall time {time.perf_counter() - started:.0f} s\n")
     print(markdown_table(

@@ -21,20 +21,32 @@ def median_seconds(fn: Callable[[], object], *, warmup: int = 2, repeats: int = 
 
 
 def interleaved_median_seconds(
-    fns: dict[str, Callable[[], object]], *, warmup: int = 2, repeats: int = 5
+    fns: dict[str, Callable[[], object]], *, warmup: int = 2, repeats: int = 5, cpu_time: bool = False
 ) -> dict[str, float]:
     """Median wall time of each callable, timed round-robin so that load changes on a shared
-    machine hit every contender alike."""
+    machine hit every contender alike; with cpu_time, the process's CPU time (all threads, user
+    + system) instead: the work a call did, without the time it waited for a core."""
+    clock = time.process_time if cpu_time else time.perf_counter
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start = clock()
             fn()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def add_cpu_time_option(parser) -> None:
+    """--cpu-time: time by process CPU time (for loaded machines; run one thread per framework)."""
+    parser.add_argument(
+        "--cpu-time", action="store_true",
+        help="time each call by the process's CPU time instead of wall time: on a loaded machine it "
+        "counts the work, not the waiting. Run with one thread per framework: XLA_FLAGS="
+        "--xla_cpu_multi_thread_eigen=false OMP_NUM_THREADS=1",
+    )
 
 
 def machine_line() -> str:
@@ -61,3 +73,22 @@ def markdown_table(headers: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def add_malloc_option(parser) -> None:
+    """--system-malloc: time with glibc's default malloc instead of the trainer's setting."""
+    parser.add_argument(
+        "--system-malloc", action="store_true",
+        help="leave glibc malloc at its defaults; by default the script keeps freed host memory "
+        "as train_jax.py does (physnets_jax.training.host_memory)",
+    )
+
+
+def apply_malloc_option(args) -> str:
+    """Apply the trainer's host-memory setting unless --system-malloc; a line saying which."""
+    if getattr(args, "system_malloc", False):
+        return "host malloc: glibc defaults (--system-malloc)"
+    from physnets_jax.training.host_memory import keep_freed_host_memory
+
+    applied = keep_freed_host_memory()
+    return "host malloc: freed memory kept, as train_jax.py" + ("" if applied else " (not glibc: unchanged)")

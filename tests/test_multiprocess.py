@@ -42,7 +42,9 @@ def free_port() -> int:
 
 
 def _env(devices: int, **extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    # no inherited JAX settings (coordinator, process id) except the session's compilation cache
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("JAX_", "XLA_")) or k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
     # keep the session's other XLA flags (conftest.py: codegen level, threads); set the device count
     flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
     env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join([*flags, f"--xla_force_host_platform_device_count={devices}"]),

@@ -9,7 +9,7 @@ from flax import nnx
 
 from physnets_core.config import ModelConfig
 from physnets_jax.layers.dense import dense
-from physnets_jax.ops.attention import causal_attention
+from physnets_jax.ops.attention import causal_attention, causal_self_attention
 from physnets_jax.ops.blockwise_attention import blockwise_causal_attention
 from physnets_jax.ops.pallas_attention import native_pallas_available, pallas_causal_attention
 
@@ -44,7 +44,9 @@ def _attention_without_cache(q, k, v, decay, weights_dropout, cfg: ModelConfig |
     if impl == "pallas":
         _check_no_weight_dropout(weights_dropout, impl)
         return pallas_causal_attention(q, k, v, decay_H=decay, block=cfg.attention_block)
-    return causal_attention(q, k, v, decay_H=decay, weights_dropout=weights_dropout)
+    if _weight_dropout_active(weights_dropout):
+        return causal_attention(q, k, v, decay_H=decay, weights_dropout=weights_dropout)
+    return causal_self_attention(q, k, v, decay_H=decay)
 
 
 def attend_with_cache(q, k, v, cache, *, decay=None, weights_dropout=None, cfg: ModelConfig | None = None):

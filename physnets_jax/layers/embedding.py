@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from physnets_core.config import ModelConfig
+from physnets_jax.layers.dense import matmul_last
 
 
 class Embed(nnx.Module):
@@ -23,7 +24,7 @@ class Embed(nnx.Module):
 
     def attend(self, x: jax.Array) -> jax.Array:
         """x @ table^T: (..., dim) -> (..., num)."""
-        return x @ self.embedding[...].T
+        return matmul_last(x, self.embedding[...].T)
 
 
 def _embed(num: int, dim: int, std: float, rngs: nnx.Rngs) -> Embed:

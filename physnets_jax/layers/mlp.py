@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import math
+
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from physnets_core.config import ModelConfig
@@ -11,7 +15,77 @@ from physnets_jax.layers.dense import dense
 ACTIVATIONS = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
     "relu": jax.nn.relu,
+    "gated": lambda u: _gated(u)[0],
 }
+
+
+def _gated(u):
+    """value * silu(gate) for (value, gate) = halves of u's last axis, and sigmoid(gate)."""
+    value, gate = jnp.split(u, 2, axis=-1)
+    sig = jax.nn.sigmoid(gate)
+    return value * (gate * sig), (value, gate, sig)
+
+
+def _activation_vjp(name: str, u, dh):
+    """d act(u) / du applied to the cotangent dh (same shape as act(u))."""
+    if name == "relu":
+        return jnp.where(u > 0, dh, jnp.zeros_like(dh))
+    if name == "gelu":
+        cdf = 0.5 * (1.0 + jax.lax.erf(u * (1.0 / math.sqrt(2.0))))
+        pdf = jnp.exp(-0.5 * u * u) * (1.0 / math.sqrt(2.0 * math.pi))
+        return dh * (cdf + u * pdf)
+    _, (value, gate, sig) = _gated(u)
+    dvalue = dh * (gate * sig)
+    dgate = dh * value * sig * (1.0 + gate * (1.0 - sig))
+    return jnp.concatenate([dvalue, dgate], axis=-1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def mlp_core(act: str, x_NxD, w1_DxU, b1_U, w2_HxD, b2_D):
+    """fc2(act(fc1(x))) on rows x (N, D): act(x w1 + b1) w2 + b2 -> (N, D), with a hand-written
+    backward pass that keeps only x and fc1's output u and recomputes act(u).
+
+    act: "gelu" (exact), "relu" or "gated" (value * silu(gate), halves of u). b1/b2 may be None.
+    Under jax.grad of the layer scan, XLA's own backward stacked act(u) and the activation's
+    intermediates for every layer (two to three (N, U) buffers per layer, zero-filled first).
+    """
+    return _mlp_fwd(act, x_NxD, w1_DxU, b1_U, w2_HxD, b2_D)[0]
+
+
+def _mlp_fwd(act, x, w1, b1, w2, b2):
+    u = x @ w1
+    if b1 is not None:
+        u = u + b1
+    out = ACTIVATIONS[act](u) @ w2
+    if b2 is not None:
+        out = out + b2
+    return out, (x, w1, b1, w2, b2, u)
+
+
+def _mlp_bwd(act, residuals, dout):
+    x, w1, b1, w2, b2, u = residuals
+    h = ACTIVATIONS[act](u)
+    dw2 = h.T @ dout
+    db2 = None if b2 is None else jnp.sum(dout, axis=0)
+    du = _activation_vjp(act, u, dout @ w2.T)
+    dw1 = x.T @ du
+    db1 = None if b1 is None else jnp.sum(du, axis=0)
+    return du @ w1.T, dw1, db1, dw2, db2
+
+
+mlp_core.defvjp(_mlp_fwd, _mlp_bwd)
+
+
+def _apply(act: str, fc1: nnx.Linear, fc2: nnx.Linear, x_BxTxD: jax.Array) -> jax.Array:
+    params = [fc1.kernel[...], fc2.kernel[...]]
+    params += [layer.bias[...] for layer in (fc1, fc2) if layer.bias is not None]
+    dtype = jnp.result_type(x_BxTxD, *params)
+    cast = lambda a: None if a is None else a.astype(dtype)  # noqa: E731
+    b1 = None if fc1.bias is None else fc1.bias[...]
+    b2 = None if fc2.bias is None else fc2.bias[...]
+    rows = x_BxTxD.reshape(-1, x_BxTxD.shape[-1]).astype(dtype)
+    out = mlp_core(act, rows, cast(fc1.kernel[...]), cast(b1), cast(fc2.kernel[...]), cast(b2))
+    return out.reshape(x_BxTxD.shape[:-1] + (out.shape[-1],))
 
 
 class MLP(nnx.Module):
@@ -25,7 +99,7 @@ class MLP(nnx.Module):
         self.drop = nnx.Dropout(cfg.dropout, rngs=rngs)
 
     def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
-        return self.drop(self.fc2(ACTIVATIONS[self.act_name](self.fc1(x_BxTxD))))
+        return self.drop(_apply(self.act_name, self.fc1, self.fc2, x_BxTxD))
 
 
 class GatedMLP(nnx.Module):
@@ -41,5 +115,4 @@ class GatedMLP(nnx.Module):
         self.drop = nnx.Dropout(cfg.dropout, rngs=rngs)
 
     def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
-        value, gate = jax.numpy.split(self.fc1(x_BxTxD), 2, axis=-1)
-        return self.drop(self.fc2(value * jax.nn.silu(gate)))
+        return self.drop(_apply("gated", self.fc1, self.fc2, x_BxTxD))

@@ -9,7 +9,7 @@ from flax import nnx
 
 from physnets_core.config import ModelConfig
 from physnets_jax.layers.attention import attend_with_cache, init_kv_cache
-from physnets_jax.layers.dense import dense
+from physnets_jax.layers.dense import dense, matmul_last
 
 
 class RippleAttention(nnx.Module):
@@ -45,7 +45,7 @@ class RippleAttention(nnx.Module):
         """
         layers = (self.query, self.key, self.value)
         kernel = jnp.concatenate([layer.kernel[...] for layer in layers], axis=1)
-        out = x_BxTxD @ kernel.astype(jnp.result_type(x_BxTxD, kernel))
+        out = matmul_last(x_BxTxD, kernel.astype(jnp.result_type(x_BxTxD, kernel)))
         if self.cfg.bias:
             out = out + jnp.concatenate([layer.bias[...] for layer in layers])
         return out

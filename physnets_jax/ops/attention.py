@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -55,3 +56,75 @@ def causal_attention(
     if weights_dropout is not None:
         weights_BxHxTxS = weights_dropout(weights_BxHxTxS)
     return jnp.einsum("bhts,bhsd->bhtd", weights_BxHxTxS, v_BxHxSxD)
+
+
+def causal_self_attention(
+    q_BxHxTxD: jax.Array, k_BxHxTxD: jax.Array, v_BxHxTxD: jax.Array, *, decay_H: jax.Array | None = None
+) -> jax.Array:
+    """causal_attention over one whole sequence (positions 0..T-1, no cache, no weight dropout),
+    with a hand-written backward pass: (B, H, T, D).
+
+    Same forward as causal_attention. The backward recomputes the attention weights from q, k and
+    the saved row log-sum-exp (B, H, T) instead of keeping the (B, H, T, T) weights: under
+    jax.grad of a layer scan, XLA on CPU stacked every layer's weights and softmax intermediates
+    into fresh zero-filled buffers, which cost more than the extra q k^T matmul.
+    """
+    T = q_BxHxTxD.shape[2]
+    if k_BxHxTxD.shape[2] != T or v_BxHxTxD.shape[2] != T:
+        raise ValueError(
+            f"q {q_BxHxTxD.shape}, k {k_BxHxTxD.shape}, v {v_BxHxTxD.shape}: self-attention needs "
+            "one sequence length for queries, keys and values"
+        )
+    if decay_H is None:
+        return _self_attention(q_BxHxTxD, k_BxHxTxD, v_BxHxTxD, jnp.zeros((), q_BxHxTxD.dtype), False)
+    return _self_attention(q_BxHxTxD, k_BxHxTxD, v_BxHxTxD, jnp.abs(decay_H), True)
+
+
+def _scores_and_mask(q, k, slopes_H, with_decay):
+    """Scaled, ripple-biased scores (B, H, T, T) and the causal mask (T, T)."""
+    T = q.shape[2]
+    pos = jnp.arange(T)
+    scores = jnp.einsum("bhtd,bhsd->bhts", q, k) * q.shape[-1] ** -0.5
+    dist_TxT = jnp.minimum(pos[None, :] - pos[:, None], 0).astype(scores.dtype)
+    if with_decay:
+        scores = scores + slopes_H.astype(scores.dtype)[None, :, None, None] * dist_TxT
+    return scores, pos[None, :] <= pos[:, None], dist_TxT
+
+
+def _self_attention_fwd(q, k, v, slopes_H, with_decay):
+    scores, visible, _ = _scores_and_mask(q, k, slopes_H, with_decay)
+    scores = jnp.where(visible, scores, -jnp.inf)
+    row_max = jnp.max(scores, axis=-1, keepdims=True)
+    unnormalised = jnp.exp(scores - row_max)
+    row_sum = jnp.sum(unnormalised, axis=-1, keepdims=True)
+    out = jnp.einsum("bhts,bhsd->bhtd", unnormalised / row_sum, v)
+    lse_BxHxT = (row_max + jnp.log(row_sum))[..., 0]
+    return out, (q, k, v, slopes_H, out, lse_BxHxT)
+
+
+def _self_attention_bwd(with_decay, residuals, dout):
+    q, k, v, slopes_H, out, lse = residuals
+    scores, visible, dist_TxT = _scores_and_mask(q, k, slopes_H, with_decay)
+    weights = jnp.exp(jnp.where(visible, scores - lse[..., None], -jnp.inf))
+    dv = jnp.einsum("bhts,bhtd->bhsd", weights, dout)
+    dweights = jnp.einsum("bhtd,bhsd->bhts", dout, v)
+    row_dot = jnp.sum(dout * out, axis=-1, keepdims=True)
+    dscores = weights * (dweights - row_dot)
+    scale = q.shape[-1] ** -0.5
+    dq = jnp.einsum("bhts,bhsd->bhtd", dscores, k) * scale
+    dk = jnp.einsum("bhts,bhtd->bhsd", dscores, q) * scale
+    if with_decay:
+        B, H, T, _ = dscores.shape
+        # a matrix-vector product over the flattened (t, s) axis, then a sum over the batch
+        dslopes = jnp.sum(dscores.reshape(B, H, T * T) @ dist_TxT.reshape(T * T), axis=0)
+    else:
+        dslopes = jnp.zeros_like(slopes_H)
+    return dq, dk, dv, dslopes.astype(slopes_H.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _self_attention(q, k, v, slopes_H, with_decay):
+    return _self_attention_fwd(q, k, v, slopes_H, with_decay)[0]
+
+
+_self_attention.defvjp(_self_attention_fwd, _self_attention_bwd)

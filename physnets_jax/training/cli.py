@@ -15,6 +15,8 @@ import sys
 import time
 from typing import Any
 
+from physnets_jax.training.host_memory import keep_freed_host_memory
+
 # Defaults of the options that are not TrainConfig fields; the parser's own defaults are None so
 # that a resume can tell which options were given explicitly. TrainConfig holds the rest.
 OPTION_DEFAULTS: dict[str, Any] = dict(
@@ -1004,12 +1006,15 @@ def _run(fn, args) -> int:
 def train_main(argv: list[str] | None = None) -> int:
     """Entry of `python train_jax.py`."""
     args = build_train_parser().parse_args(argv)
+    keep_freed_host_memory()
     return _run(train_command, args)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry of the `physnets` console script."""
     args = build_parser().parse_args(argv)
+    if args.command in ("train", "compare"):
+        keep_freed_host_memory()
     return _run(COMMANDS[args.command], args)
 
 
