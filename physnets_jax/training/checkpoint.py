@@ -101,10 +101,11 @@ class Checkpointer:
         """Folder of one step's checkpoint."""
         return self.directory / str(step)
 
-    def delete_after(self, step: int) -> list[int]:
+    def delete_after(self, step: int, listed: Sequence[int] | None = None) -> list[int]:
         """Delete every checkpoint later than `step` (the abandoned branch of a run resumed from
-        `step`); returns the deleted steps."""
-        later = [s for s in self.steps() if s > step]
+        `step`); returns the deleted steps. `listed`: the steps as read before (in several processes,
+        the list every process read before any deleted), else the folder is read now."""
+        later = [s for s in (self.steps() if listed is None else listed) if s > step]
         for s in later:
             self._manager.delete(s)
         return later

@@ -457,10 +457,15 @@ def _restore(ckpt, resume: bool | int, state, meta: dict, tc: TrainConfig, say) 
     if start > tc.steps:
         raise CheckpointError(f"checkpoint step {start} is beyond steps={tc.steps}; pass a larger --steps")
     later = [s for s in ckpt.steps() if s > start]
+    # every process lists the folder before any of them deletes: orbax's delete is a collective
+    # (one barrier per deleted step), so the processes must agree on the list
+    from physnets_jax.training.sharding import barrier
+
+    barrier("physnets:listed-checkpoints")
     if later:
         say(f"resuming from step {start}: deleting the later checkpoints ({', '.join(map(str, later))}) and "
             f"the metrics after step {start}, the branch abandoned here")
-        ckpt.delete_after(start)
+        ckpt.delete_after(start, later)
     return state, start
 
 
