@@ -12,10 +12,6 @@ import physnets_jax
 import physnets_torch
 from physnets_jax.training.cli import main, train_main
 
-# one xdist worker runs this module: its module-scoped fixture (training runs) is built once, not
-# once per worker (pyproject's addopts: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("cli")
-
 TEXT = "".join(f"ROMEO:\nBut soft, what light {i} through yonder window breaks?\n\n" for i in range(200))
 TINY = ["--preset", "ripplegpt", "--size", "nano", "--block-size", "16", "--steps", "4", "--batch-size", "4",
         "--eval-interval", "2", "--eval-batches", "1", "--log-interval", "1", "--ckpt-interval", "2",

@@ -23,10 +23,6 @@ import time
 import numpy as np
 import pytest
 
-# one xdist worker runs this module: its module-scoped fixture (training runs) is built once, not
-# once per worker (pyproject's addopts: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("multiprocess")
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "multiprocess_worker.py"
 TEXT = "".join(f"ROMEO:\nBut soft, what light {i} through yonder window breaks?\n\n" for i in range(200))

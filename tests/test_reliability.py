@@ -21,10 +21,6 @@ import pytest
 
 from physnets_jax.training.cli import main, train_main
 
-# one xdist worker runs this module: its module-scoped fixture (training runs) is built once, not
-# once per worker (pyproject's addopts: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("reliability")
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TEXT = "".join(f"ROMEO:\nBut soft, what light {i} through yonder window breaks?\n\n" for i in range(200))
 ARGS = ["--preset", "ripplegpt", "--size", "nano", "--block-size", "16", "--steps", "8", "--batch-size", "4",

@@ -23,10 +23,6 @@ from physnets_jax.training.train import (
     train,
 )
 
-# one xdist worker runs this module: its module-scoped fixture (training runs) is built once, not
-# once per worker (pyproject's addopts: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("training")
-
 VOCAB = 24
 
 
