@@ -63,6 +63,13 @@ def _wait_for(path: pathlib.Path, proc: subprocess.Popen, timeout: float) -> Non
         time.sleep(0.2)
 
 
+def _signal_file(path: pathlib.Path, text: str) -> None:
+    """Write a file another process polls for, atomically: it must never see it empty."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Run the single-process worker and the two-process pair; return what they recorded."""
@@ -92,13 +99,13 @@ def runs(tmp_path_factory):
         # hand each side a copy of the other's run folder once it is complete
         _wait_for(out / "single-fresh.json", single, 900)
         shutil.copytree(out / "one", out / "one_to_two")
-        (out / "one_to_two-ready").write_text("resume")
+        _signal_file(out / "one_to_two-ready", "resume")
         _wait_for(out / "pair0-fresh-done", pair[0], 900)
         _wait_for(out / "pair1-fresh-done", pair[1], 900)
         ok = (out / "two").is_dir()
         if ok:
             shutil.copytree(out / "two", out / "two_to_one")
-        (out / "two_to_one-ready").write_text("resume" if ok else "stop")
+        _signal_file(out / "two_to_one-ready", "resume" if ok else "stop")
         for p in pair:
             p.wait(timeout=900)
         ended = time.time()
@@ -174,6 +181,7 @@ def test_only_process_zero_writes_run_files_and_both_write_checkpoint_shards(run
 
 def test_checkpoints_move_between_one_and_two_processes(runs):
     out = runs["out"]
+    assert "resume" in runs["single"], "the single process was not handed the pair's run folder"
     resumed_in_one = runs["single"]["resume"]
     assert resumed_in_one["rc"] == 0, resumed_in_one["stderr"][-3000:]
     for i in (0, 1):
