@@ -83,7 +83,7 @@ def crash(marker: pathlib.Path):
     os._exit(7)
 
 
-def _signal_file(path: pathlib.Path, text: str) -> None:
+def signal_file(path: pathlib.Path, text: str) -> None:
     """Write a file another process polls for, atomically: it must never see it empty."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
@@ -127,7 +127,7 @@ def main() -> None:
             result[name] = run_cli([*base, "--run-dir", str(bad / name), *extra])
         # the single-process reference run, then (once the pair is done) a resume of the pair's run
         result["fresh"] = run_cli([*base, "--mesh", "data:2,fsdp:2", "--run-dir", str(out / "one")])
-        _signal_file(out / "single-fresh.json", json.dumps(result))
+        signal_file(out / "single-fresh.json", json.dumps(result))
         if wait_for(out / "two_to_one-ready") == "resume":
             result["resume"] = run_cli([*base, "--mesh", "data:2,fsdp:2", "--run-dir", str(out / "two_to_one"),
                                         "--resume-step", "2"])
@@ -142,7 +142,7 @@ def main() -> None:
     result["fresh"] = run_cli([*base, "--mesh", "data:2,fsdp:2", "--run-dir", str(out / "two"), *dist])
     result["written_fresh"] = sorted(set(written))
     rows["on"] = False
-    _signal_file(out / f"pair{pid}-fresh-done", str(result["fresh"]["rc"]))
+    signal_file(out / f"pair{pid}-fresh-done", str(result["fresh"]["rc"]))
     wait_for(out / "one_to_two-ready")
     result["resume"] = run_cli([*base, "--mesh", "data:2,fsdp:2", "--run-dir", str(out / "one_to_two"),
                                 "--resume-step", "2", *dist])

@@ -23,6 +23,8 @@ import time
 import numpy as np
 import pytest
 
+from tests.multiprocess_worker import signal_file
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "multiprocess_worker.py"
 TEXT = "".join(f"ROMEO:\nBut soft, what light {i} through yonder window breaks?\n\n" for i in range(200))
@@ -63,13 +65,6 @@ def _wait_for(path: pathlib.Path, proc: subprocess.Popen, timeout: float) -> Non
         time.sleep(0.2)
 
 
-def _signal_file(path: pathlib.Path, text: str) -> None:
-    """Write a file another process polls for, atomically: it must never see it empty."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Run the single-process worker and the two-process pair; return what they recorded."""
@@ -99,13 +94,13 @@ def runs(tmp_path_factory):
         # hand each side a copy of the other's run folder once it is complete
         _wait_for(out / "single-fresh.json", single, 900)
         shutil.copytree(out / "one", out / "one_to_two")
-        _signal_file(out / "one_to_two-ready", "resume")
+        signal_file(out / "one_to_two-ready", "resume")
         _wait_for(out / "pair0-fresh-done", pair[0], 900)
         _wait_for(out / "pair1-fresh-done", pair[1], 900)
         ok = (out / "two").is_dir()
         if ok:
             shutil.copytree(out / "two", out / "two_to_one")
-        _signal_file(out / "two_to_one-ready", "resume" if ok else "stop")
+        signal_file(out / "two_to_one-ready", "resume" if ok else "stop")
         for p in pair:
             p.wait(timeout=900)
         ended = time.time()
