@@ -20,6 +20,16 @@ SUITE_FILE = "suite.json"  # a comparison suite's settings, written when it star
 STAGING_MARKER = ".physnets-staging"
 
 
+def write_text_atomic(path, text: str) -> pathlib.Path:
+    """Write `text` (UTF-8) to `path` through a hidden temporary sibling and a rename, so a killed
+    process never leaves a half-written file: readers see the old file or the new one."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 def folder_kind(path) -> str | None:
     """'run' (holds run.json), 'export' (config.json + model.safetensors), 'results' (results.json
     or suite.json of `physnets compare`, finished or interrupted), 'empty' (an empty folder) or None

@@ -901,7 +901,7 @@ def compare_command(args) -> int:
     run finishes, runs/<entry>/<run>.json, which --resume reuses)."""
     import hashlib
 
-    from physnets_core.folders import SUITE_FILE, begin_staging, commit_staging
+    from physnets_core.folders import SUITE_FILE, begin_staging, commit_staging, write_text_atomic
     from physnets_jax.training.compare import (
         SUITES,
         SWEEP_SUITES,
@@ -957,9 +957,7 @@ def compare_command(args) -> int:
                 begin_staging(out)
             else:
                 work.mkdir(parents=True, exist_ok=True)
-            tmp = work / f".{SUITE_FILE}.tmp"
-            tmp.write_text(json.dumps(settings[suite], indent=2) + "\n", encoding="utf-8")
-            tmp.replace(work / SUITE_FILE)
+            write_text_atomic(work / SUITE_FILE, json.dumps(settings[suite], indent=2) + "\n")
         t0 = time.perf_counter()
         sweep_note = f", lr sweep {','.join(f'{v:g}' for v in suite_grid)}" if suite_grid else ""
         print(f"== suite {suite}, scale {args.scale}, {args.tokenizer} vocab {tokenizer.vocab_size}, "

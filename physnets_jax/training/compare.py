@@ -32,7 +32,6 @@ import dataclasses
 import functools
 import json
 import math
-import os
 import pathlib
 import time
 from collections.abc import Callable, Sequence
@@ -40,11 +39,12 @@ from typing import Any
 
 import numpy as np
 
+from physnets_core.folders import write_text_atomic
+
 SUITES = ("seeds", "wave-ablation", "residual", "extrapolation", "wave-headline")
 SWEEP_SUITES = ("seeds", "residual")  # suites whose entries get a learning-rate sweep unless --no-lr-sweep
 SELECT_FRACTION = 0.1  # the sweep's selection split: this last fraction of the training split
 RUNS_DIR = "runs"  # finished runs of a suite, one JSON each (RunStore)
-SUITE_FILE = "suite.json"  # a suite's settings, written when it starts (what --resume checks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -364,9 +364,7 @@ class RunStore:
         self.trained += 1
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-            os.replace(tmp, path)
+            write_text_atomic(path, json.dumps(record, indent=1) + "\n")
         return record
 
 
@@ -701,7 +699,5 @@ def write_result(result: dict, out_dir: pathlib.Path) -> list[pathlib.Path]:
     """results.json, table.md and the plots into out_dir (which must not hold earlier results)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, text in (("table.md", format_table(result)), ("results.json", json.dumps(result, indent=2))):
-        tmp = out_dir / f".{name}.tmp"  # atomic: a killed process never leaves half a results file
-        tmp.write_text(text + "\n", encoding="utf-8")
-        os.replace(tmp, out_dir / name)
+        write_text_atomic(out_dir / name, text + "\n")  # a killed process never leaves half a results file
     return [out_dir / "results.json", out_dir / "table.md", *plot_result(result, out_dir)]
