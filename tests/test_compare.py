@@ -83,7 +83,7 @@ def test_smoke_residual_suite_sweep_interrupt_resume(tmp_path, capsys, monkeypat
     monkeypatch.setattr(compare, "train_run", interrupting)
     out = tmp_path / "results"
     argv = ["compare", "--suite", "residual", "--seeds", "1", "--steps", "12", "--lr-grid", "4e-3,1e-3",
-            "--data", str(corpus), "--out", str(out)]
+            "--lr-extend", "0", "--data", str(corpus), "--out", str(out)]
     assert main(argv) == 130
     assert "run the same command with --resume" in capsys.readouterr().err
     finished = _snapshot(out)
@@ -136,6 +136,8 @@ def test_bad_compare_inputs_write_nothing(tmp_path, capsys):
         (["--scale", "huge"], "unknown scale 'huge'; valid scales: tiny, small-cpu, seed"),
         (["--resume"], f"--resume: {out} holds no suite.json"),
         (["--resume", "--overwrite"], "pass one of them"),
+        (["--lr-extend", "-1"], "--lr-extend -1: the number of rates a sweep may add past the grid's edge must be >= 0"),
+        (["--lr-extend", "1", "--no-lr-sweep"], "pass one of them"),
     ]:
         assert main(base + extra) == 2, extra
         err = capsys.readouterr().err
@@ -178,7 +180,7 @@ def test_sweep_picks_the_argmin_of_the_selection_split(monkeypatch):
     calls = []
     data = _stub_suite(monkeypatch, scores, calls)
     result = run_suite("residual", scale=MICRO, seeds=(0, 1), data=data, vocab_size=50,
-                       lr_grid=[4e-3, 1e-3, 2e-3], log=lambda _m: None)
+                       lr_grid=[4e-3, 1e-3, 2e-3], lr_extend=0, log=lambda _m: None)
     assert [r["lr"] for r in result["rows"]] == [2e-3, 1e-3]
     sweep_steps = round(MICRO.steps * MICRO.sweep_fraction)
     assert calls == [
@@ -193,14 +195,45 @@ def test_sweep_picks_the_argmin_of_the_selection_split(monkeypatch):
     scores.update({k: None for k in scores})
     with pytest.raises(ValueError, match="entry 'gpt add': every rate of the sweep diverged"):
         run_suite("residual", scale=MICRO, seeds=(0,), data=data, vocab_size=50, lr_grid=[1e-3, 2e-3],
-                  log=lambda _m: None)
+                  lr_extend=0, log=lambda _m: None)
+
+
+def test_sweep_extends_past_the_edge_until_the_best_rate_is_bracketed(monkeypatch):
+    # gpt: the loss falls with the rate up to 8e-3 (two steps past the grid's top, 4e-3), so the grid
+    # grows by 8e-3, then 1.6e-2, where the loss rises again: 8e-3 is chosen, bracketed. ripple: the
+    # best rate is the grid's bottom and the limit (2) stops the extension at 2.5e-4, still the best.
+    # A diverged top rate is a worse neighbour, not a reason to extend.
+    gpt = {1e-3: 2.0, 2e-3: 1.8, 4e-3: 1.6, 8e-3: 1.5, 1.6e-2: 1.7}
+    ripple = {1e-3: 0.5, 2e-3: 0.7, 4e-3: 0.9, 5e-4: 0.45, 2.5e-4: 0.44}
+    scores = {**{("attention", k): v for k, v in gpt.items()}, **{("ripple", k): v for k, v in ripple.items()}}
+    calls = []
+    data = _stub_suite(monkeypatch, scores, calls)
+    result = run_suite("residual", scale=MICRO, seeds=(0,), data=data, vocab_size=50,
+                       lr_grid=[1e-3, 2e-3, 4e-3], log=lambda _m: None)
+    swept = [(c[1]) for c in calls if c[4] == "select"]
+    assert swept == [1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 1e-3, 2e-3, 4e-3, 5e-4, 2.5e-4]
+    gpt_row, ripple_row = result["rows"]
+    assert (gpt_row["lr"], gpt_row["lr_sweep"]["extended"]) == (8e-3, [8e-3, 1.6e-2])
+    assert [r["lr"] for r in gpt_row["lr_sweep"]["runs"]] == [1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2]
+    assert (ripple_row["lr"], ripple_row["lr_sweep"]["extended"]) == (2.5e-4, [5e-4, 2.5e-4])
+    assert gpt_row["lr_sweep"]["grid"] == [1e-3, 2e-3, 4e-3]
+    calls.clear()
+    scores.update({("attention", 8e-3): None, ("ripple", 5e-4): 0.6})
+    result = run_suite("residual", scale=MICRO, seeds=(0,), data=data, vocab_size=50,
+                       lr_grid=[1e-3, 2e-3, 4e-3], log=lambda _m: None)
+    assert [r["lr_sweep"]["extended"] for r in result["rows"]] == [[8e-3], [5e-4]]
+    assert [r["lr"] for r in result["rows"]] == [4e-3, 1e-3]
+    with pytest.raises(ValueError, match="lr_extend -1: the number of rates"):
+        run_suite("residual", scale=MICRO, seeds=(0,), data=data, vocab_size=50, lr_grid=[1e-3, 2e-3],
+                  lr_extend=-1, log=lambda _m: None)
 
 
 def test_resume_reuses_finished_runs(tmp_path, monkeypatch):
     scores = {(m, lr): 1 + lr * 100 + (m == "ripple") / 3 for m in ("attention", "ripple") for lr in (1e-3, 2e-3)}
     calls = []
     data = _stub_suite(monkeypatch, scores, calls)
-    kw = dict(scale=MICRO, seeds=(0, 1), data=data, vocab_size=50, lr_grid=[1e-3, 2e-3], log=lambda _m: None)
+    kw = dict(scale=MICRO, seeds=(0, 1), data=data, vocab_size=50, lr_grid=[1e-3, 2e-3], lr_extend=0,
+              log=lambda _m: None)
     whole = run_suite("residual", folder=tmp_path / "whole", **kw)
     assert len(calls) == 8
     calls.clear()
@@ -223,6 +256,7 @@ def test_small_cpu_reports_checkpoints_and_ranks():
     per column (here the order flips between 1/8 and the end)."""
     sc = SCALES["small-cpu"]
     assert sc.report_fractions == (1 / 8, 1 / 4, 1 / 2) and sc.steps % (8 * sc.eval_interval) == 0
+    eighth = sc.steps // 8
     curve_a = [[s, 3.0 - s / 1000] for s in range(sc.eval_interval, sc.steps + 1, sc.eval_interval)]
     curve_b = [[s, 2.9 - s / 5000] for s, _ in curve_a]
     rows = []
@@ -231,12 +265,15 @@ def test_small_cpu_reports_checkpoints_and_ranks():
         rows.append({"label": label, "params": 1, "n_embd": 8, "optimizer": "adamw", "loss": "ce", "lr": 2e-3,
                      "val_loss_mean": curve[-1][1], "val_loss_std": 0.0, "ppl_mean": 1.0, "tokens_per_s": 1.0,
                      "checkpoints": compare._checkpoint_summary(per_seed, sc)})
-    assert [c["step"] for c in rows[0]["checkpoints"]] == [64, 128, 256, 512]
-    assert rows[0]["checkpoints"][0]["val_loss_mean"] == 3.0 - 64 / 1000
+    assert [c["step"] for c in rows[0]["checkpoints"]] == [eighth, 2 * eighth, 4 * eighth, 8 * eighth]
+    assert rows[0]["checkpoints"][0]["val_loss_mean"] == 3.0 - eighth / 1000
     table = format_table({"suite": "seeds", "seeds": [0], "scale": dataclasses.asdict(sc), "rows": rows})
-    assert "| val @ 1/8 (step 64) | val @ 1/4 (step 128) | val @ 1/2 (step 256) |" in table
-    assert "| a | 1 | 8 | adamw | ce | 0.002 | 2.9360 +- 0.0000 (2) |" in table  # b leads at 1/8 ...
-    assert table.splitlines()[2].endswith("| 2.4880 +- 0.0000 (1) | 1.00 | 1 |")  # ... a at the end
+    assert (f"| val @ 1/8 (step {eighth}) | val @ 1/4 (step {2 * eighth}) | val @ 1/2 (step {4 * eighth}) |"
+            in table)
+    a_first = 3.0 - eighth / 1000
+    assert a_first > 2.9 - eighth / 5000  # b leads at 1/8 ...
+    assert f"| a | 1 | 8 | adamw | ce | 0.002 | {a_first:.4f} +- 0.0000 (2) |" in table
+    assert table.splitlines()[2].endswith(f"| {3.0 - sc.steps / 1000:.4f} +- 0.0000 (1) | 1.00 | 1 |")  # ... a at the end
 
 
 def test_wave_headline_protocol_is_the_seed_runs():

@@ -214,6 +214,9 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr-grid", default=None,
                    help="comma-separated rates of the sweep, e.g. 1e-3,2e-3,4e-3 (default: 0.5x, 1x, 2x the "
                         "scale's lr); implies --lr-sweep")
+    p.add_argument("--lr-extend", type=int, default=None,
+                   help="when an entry's best rate is the smallest or largest of the grid, try up to this many "
+                        "more rates past that edge (same ratio) so the choice is bracketed (default 2; 0: never)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -903,8 +906,10 @@ def compare_command(args) -> int:
 
     from physnets_core.folders import SUITE_FILE, begin_staging, commit_staging, write_text_atomic
     from physnets_jax.training.compare import (
+        LR_EXTEND,
         SUITES,
         SWEEP_SUITES,
+        check_lr_extend,
         check_lr_grid,
         check_resume_settings,
         default_lr_grid,
@@ -930,6 +935,12 @@ def compare_command(args) -> int:
     if args.lr_grid is not None and args.lr_sweep is False:
         raise CLIError("--lr-grid sets the rates of a sweep and --no-lr-sweep turns the sweep off: pass one of them")
     grid = check_lr_grid(_parse_lr_grid(args.lr_grid) if args.lr_grid is not None else default_lr_grid(sc.lr))
+    if args.lr_extend is not None and args.lr_sweep is False:
+        raise CLIError("--lr-extend widens a sweep and --no-lr-sweep turns the sweep off: pass one of them")
+    if args.lr_extend is not None and args.lr_extend < 0:
+        raise CLIError(f"--lr-extend {args.lr_extend}: the number of rates a sweep may add past the grid's edge "
+                       "must be >= 0")
+    lr_extend = check_lr_extend(LR_EXTEND if args.lr_extend is None else args.lr_extend)
     if "wave-headline" in suites and (args.lr_sweep or args.lr_grid is not None):
         raise CLIError("the wave-headline suite replays the seed runs' own learning rates; it takes no --lr-sweep "
                        "or --lr-grid")
@@ -946,7 +957,7 @@ def compare_command(args) -> int:
     data_name = str(args.data) if args.data is not None else "embedded"
     seeds = tuple(range(args.seeds))
     settings = {s: suite_settings(s, args.scale, sc, seeds, plan[3], args.tokenizer, tokenizer.vocab_size,
-                                  data_name, data_fp) for s, plan in plans.items()}
+                                  data_name, data_fp, lr_extend) for s, plan in plans.items()}
     if args.resume:  # every folder is checked before any suite trains
         for suite, (out, work, _staged, _grid) in plans.items():
             stored = json.loads((work / SUITE_FILE).read_text(encoding="utf-8"))
@@ -959,12 +970,13 @@ def compare_command(args) -> int:
                 work.mkdir(parents=True, exist_ok=True)
             write_text_atomic(work / SUITE_FILE, json.dumps(settings[suite], indent=2) + "\n")
         t0 = time.perf_counter()
-        sweep_note = f", lr sweep {','.join(f'{v:g}' for v in suite_grid)}" if suite_grid else ""
+        sweep_note = (f", lr sweep {','.join(f'{v:g}' for v in suite_grid)} (+ up to {lr_extend} past an edge)"
+                      if suite_grid else "")
         print(f"== suite {suite}, scale {args.scale}, {args.tokenizer} vocab {tokenizer.vocab_size}, "
               f"{args.seeds} seeds{sweep_note}; runs are saved in {work} as they finish ==", flush=True)
         try:
             result = run_suite(suite, scale=sc, seeds=seeds, data=data, vocab_size=tokenizer.vocab_size,
-                               tokenizer_name=args.tokenizer, lr_grid=suite_grid, folder=work,
+                               tokenizer_name=args.tokenizer, lr_grid=suite_grid, lr_extend=lr_extend, folder=work,
                                log=lambda m: print(m, flush=True))
         except KeyboardInterrupt:
             done = len(list((work / "runs").glob("*/*.json"))) if (work / "runs").is_dir() else 0

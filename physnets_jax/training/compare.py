@@ -15,7 +15,8 @@ Learning-rate sweep (run_suite's lr_grid; default for SWEEP_SUITES): before its 
 trains at every rate of the grid for scale.sweep_fraction of the budget on the first 90% of the
 training split; the rate with the lowest loss on the last 10% of the training split (the selection
 split, selection_split) is used for all seeds, so the reported validation split plays no part in the
-choice. Every finished run is saved as one JSON file (RunStore) as soon as it ends; a suite run
+choice. When that rate is the grid's smallest or largest, the sweep tries rates past the edge
+(sweep_rates, up to LR_EXTEND more) until the best rate has a worse neighbour on both sides. Every finished run is saved as one JSON file (RunStore) as soon as it ends; a suite run
 again on the same folder reuses them (`--resume`). Scales with report_fractions (small-cpu) also
 report the validation loss at those fractions of the budget, with ranks, in the table.
 
@@ -44,6 +45,7 @@ from physnets_core.folders import write_text_atomic
 SUITES = ("seeds", "wave-ablation", "residual", "extrapolation", "wave-headline")
 SWEEP_SUITES = ("seeds", "residual")  # suites whose entries get a learning-rate sweep unless --no-lr-sweep
 SELECT_FRACTION = 0.1  # the sweep's selection split: this last fraction of the training split
+LR_EXTEND = 2  # a sweep whose best rate is at the grid's edge may add this many rates past it
 RUNS_DIR = "runs"  # finished runs of a suite, one JSON each (RunStore)
 
 
@@ -70,13 +72,14 @@ SCALES = {
     # 2-core CPU: the whole `seeds` suite (5 entries x 3 seeds) in well under 30 minutes.
     "tiny": Scale(n_layer=2, n_head=4, base_width=96, block_size=64, batch_size=16, steps=500, lr=2e-3,
                   warmup_steps=40, eval_interval=50, eval_batches=8, eval_lengths=(64, 128, 256, 512)),
-    # 2-core CPU, longer: 2x tiny's tokens (512 steps of 16 x 128) on 4 layers x 128, with validation
-    # loss reported at 1/8, 1/4, 1/2 and all of the budget. Sized from measured throughput (~4,000
-    # tokens/s per entry at load ~3, ~15 s compilation per learning rate): the `seeds` suite with
-    # its sweep (3 rates x 1/4 budget) and 3 seeds is 5 x (3 + 0.75) runs of ~260 s, ~85-90 minutes.
-    "small-cpu": Scale(n_layer=4, n_head=4, base_width=128, block_size=128, batch_size=16, steps=512, lr=2e-3,
+    # 2-core CPU, longer: 3x tiny's tokens (768 steps of 16 x 128 = 1.57M) on 4 layers x 128, with
+    # validation loss reported at 1/8, 1/4, 1/2 and all of the budget. Sized from measured quiet-machine
+    # throughput (5,100-7,900 tokens/s per entry, ~25 s of compilation and evaluation per run): the
+    # `seeds` suite with its sweep (3 rates, + 1 past an edge, of 1/8 of the budget, centred on lr
+    # 4e-3) and 3 seeds is ~5 x 3.45 budgets of 1.57M tokens plus ~35 runs' overhead, ~90 minutes.
+    "small-cpu": Scale(n_layer=4, n_head=4, base_width=128, block_size=128, batch_size=16, steps=768, lr=4e-3,
                        warmup_steps=40, eval_interval=32, eval_batches=4, eval_lengths=(128, 256, 512, 1024),
-                       report_fractions=(1 / 8, 1 / 4, 1 / 2)),
+                       report_fractions=(1 / 8, 1 / 4, 1 / 2), sweep_fraction=1 / 8),
     # The seeds' own sizes (RippleGPT / nanoGPT 6 x 384, context 256): for an accelerator.
     "seed": Scale(n_layer=6, n_head=6, base_width=384, block_size=256, batch_size=64, steps=5000, lr=1e-3,
                   warmup_steps=100, eval_interval=250, eval_batches=20, eval_lengths=(256, 512, 1024, 2048)),
@@ -266,6 +269,45 @@ def check_lr_grid(grid: Sequence[float]) -> tuple[float, ...]:
     return tuple(sorted(set(values)))
 
 
+def check_lr_extend(lr_extend) -> int:
+    """lr_extend itself; ValueError unless it is an int >= 0."""
+    if isinstance(lr_extend, bool) or not isinstance(lr_extend, int) or lr_extend < 0:
+        raise ValueError(f"lr_extend {lr_extend!r}: the number of rates a sweep may add past the grid's edge "
+                         "must be an integer >= 0")
+    return lr_extend
+
+
+def _sweep_score(record: dict) -> tuple[float, float]:
+    """Sort key of a sweep run: its selection loss (diverged: infinite), then the smaller rate."""
+    loss = record["val_loss"]
+    return (math.inf if loss is None else loss, record["lr"])
+
+
+def sweep_rates(grid: Sequence[float], train: Callable[[float], dict], lr_extend: int) -> tuple[list[dict], list[float]]:
+    """Train every rate of `grid` (ascending, from check_lr_grid) with `train(rate) -> record`;
+    while the best record (lowest val_loss, ties to the smaller rate) sits at the smallest or the
+    largest rate tried, train one more rate past that edge (the edge divided or multiplied by the
+    ratio of the two rates at that end), at most `lr_extend` times. Returns (the records sorted by
+    rate, the rates added), or ([], []) when every rate of the grid diverged."""
+    records = {rate: train(rate) for rate in grid}
+    added: list[float] = []
+    if all(r["val_loss"] is None for r in records.values()):
+        return [], []
+    while len(added) < lr_extend:
+        rates = sorted(records)
+        best = min(records.values(), key=_sweep_score)["lr"]
+        if best == rates[-1]:
+            rate = rates[-1] * (rates[-1] / rates[-2])
+        elif best == rates[0]:
+            rate = rates[0] / (rates[1] / rates[0])
+        else:
+            break
+        rate = float(f"{rate:.6g}")  # 4e-3 * 2 prints and stores as 0.008, not 0.008000000000000002
+        records[rate] = train(rate)
+        added.append(rate)
+    return [records[rate] for rate in sorted(records)], added
+
+
 def selection_split(data, fraction: float = SELECT_FRACTION):
     """The sweep's data: a TokenData whose train split is the first 1 - fraction of `data`'s
     training tokens and whose val split (the selection split) is the last `fraction` of them.
@@ -369,13 +411,13 @@ class RunStore:
 
 
 def suite_settings(suite: str, scale_name: str, sc: Scale, seeds: Sequence[int], lr_grid: Sequence[float] | None,
-                   tokenizer: str, vocab_size: int, data: str, data_fingerprint: str) -> dict:
+                   tokenizer: str, vocab_size: int, data: str, data_fingerprint: str, lr_extend: int = LR_EXTEND) -> dict:
     """What a suite's results depend on, stored as suite.json when it starts; --resume refuses a
     folder whose settings differ (check_resume_settings)."""
     return json.loads(json.dumps({
         "suite": suite, "scale": scale_name, "scale_settings": dataclasses.asdict(sc), "seeds": list(seeds),
         "lr_sweep": lr_grid is not None, "lr_grid": None if lr_grid is None else list(lr_grid),
-        "tokenizer": tokenizer, "vocab_size": vocab_size, "data": data, "data_fingerprint": data_fingerprint,
+        "lr_extend": None if lr_grid is None else lr_extend, "tokenizer": tokenizer, "vocab_size": vocab_size, "data": data, "data_fingerprint": data_fingerprint,
     }))
 
 
@@ -388,7 +430,7 @@ def check_resume_settings(stored: dict, current: dict, folder) -> None:
         raise ValueError(f"--resume: {folder} was made with {name}={old}, this command has {name}={new}; "
                          "rerun with the folder's settings or choose another --out")
 
-    for key in ("suite", "scale", "seeds", "lr_sweep", "lr_grid", "tokenizer", "vocab_size"):
+    for key in ("suite", "scale", "seeds", "lr_sweep", "lr_grid", "lr_extend", "tokenizer", "vocab_size"):
         if stored.get(key) != current.get(key):
             fail(key, json.dumps(stored.get(key)), json.dumps(current.get(key)))
     old_sc, new_sc = stored.get("scale_settings", {}), current["scale_settings"]
@@ -410,6 +452,7 @@ def run_suite(
     tokenizer_name: str = "char",
     steps: int | None = None,
     lr_grid: Sequence[float] | None = None,
+    lr_extend: int = LR_EXTEND,
     folder: pathlib.Path | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
@@ -420,7 +463,9 @@ def run_suite(
     scale.sweep_fraction of the budget (seed seeds[0]) on the first 90% of the training split,
     scored by the final loss on its last 10% (selection_split; the reported val split is not
     read); the rate with the lowest score (ties: the smaller rate; diverged runs lose) is then
-    used for every seed. folder: finished runs are stored there (RunStore) and reused."""
+    used for every seed. lr_extend: when the best rate is the grid's smallest or largest, the grid
+    grows past that edge by its own end ratio, up to this many extra rates (sweep_rates), so the
+    chosen rate is bracketed. folder: finished runs are stored there (RunStore) and reused."""
     sc = resolve_scale(scale, steps)
     entries = suite_entries(suite)
     headline = suite == "wave-headline"
@@ -429,6 +474,7 @@ def run_suite(
             raise ValueError("the wave-headline suite replays the seed runs' own learning rates; "
                              "it takes no learning-rate sweep")
         lr_grid = check_lr_grid(lr_grid)
+    check_lr_extend(lr_extend)
     store = RunStore(folder)
     select_data = selection_split(data) if lr_grid is not None else None
     sweep_steps = max(1, round(sc.steps * sc.sweep_fraction))
@@ -448,25 +494,24 @@ def run_suite(
         lr = entry.lr or sc.lr
         sweep = None
         if lr_grid is not None:
-            runs = []
-            for rate in lr_grid:
+            def sweep_run(rate, cfg=cfg, entry=entry, index=index):
                 tc = suite_train_config(entry, sc, seeds[0], rate, sweep_steps)
                 rec = store.run(store.path(index, entry.label, "sweep", rate, seeds[0]),
                                 functools.partial(train_run, cfg, select_data, tc, allow_divergence=True))
-                runs.append(rec)
                 shown = "diverged" if rec["val_loss"] is None else f"{rec['val_loss']:.4f}"
                 log(f"  sweep lr {rate:g}: selection loss {shown} after {sweep_steps} steps, {rec['seconds']:.0f} s")
-            scores = [math.inf if r["val_loss"] is None else r["val_loss"] for r in runs]
-            if all(math.isinf(v) for v in scores):
+                return rec
+
+            runs, added = sweep_rates(lr_grid, sweep_run, lr_extend)
+            if not runs:
                 raise ValueError(f"entry {entry.label!r}: every rate of the sweep diverged "
                                  f"({', '.join(f'{v:g}' for v in lr_grid)}); try smaller rates with --lr-grid")
-            best = int(np.argmin(scores))  # the first minimum: the smaller rate on a tie
-            lr = lr_grid[best]
-            sweep = {"grid": list(lr_grid), "steps": sweep_steps, "seed": seeds[0], "chosen_lr": lr,
+            lr = min(runs, key=_sweep_score)["lr"]
+            sweep = {"grid": list(lr_grid), "extended": added, "steps": sweep_steps, "seed": seeds[0], "chosen_lr": lr,
                      "selection": f"last {SELECT_FRACTION:.0%} of the training split (not the reported val split)",
                      "runs": [{"lr": r["lr"], "selection_loss": r["val_loss"], "curve": r["val_curve"],
                                **({"diverged": r["diverged"]} if "diverged" in r else {})} for r in runs]}
-            log(f"  chosen lr {lr:g}")
+            log(f"  chosen lr {lr:g}" + (f" (grid extended by {', '.join(f'{v:g}' for v in added)})" if added else ""))
         per_seed = []
         for seed in seeds:
             tc = headline_train_config(entry, sc, seed) if headline else suite_train_config(entry, sc, seed, lr, sc.steps)
