@@ -329,3 +329,41 @@ def test_generate_with_cache_matches_no_cache():
     np.testing.assert_array_equal(with_cache, without)
     t_cache = tgenerate(tm, torch.from_numpy(prompt), 6, greedy=True, use_cache=True).numpy()
     np.testing.assert_array_equal(t_cache, with_cache)
+
+
+def test_state_transition_is_sigmoid_modulus_times_the_phase_of_z(x64):
+    # Both backends compute exp(i angle z) as z / |z|; checked against NumPy's angle/exp at random
+    # z, on both axes, and at z = 0 (angle 0: a = sigmoid(0) = 1/2), where the gradient is finite.
+    # The gradient w.r.t. z equals jax.grad of the textbook form sigmoid(|z|) (cos + i sin)(atan2).
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(2, 5, 12)) * 3
+    z[0, 0, :6] = [0.0, 0.0, 2.0, 0.0, 0.0, -1.5]  # z = 0, z = 2 (real axis), z = -1.5i
+    zc = z[..., 0::2] + 1j * z[..., 1::2]
+    expected = 1 / (1 + np.exp(-np.abs(zc))) * np.exp(1j * np.angle(zc))
+    kw = dict(ablate_complex=False, ablate_state_transition=False)
+    a_jax = np.asarray(jgl.state_transition(jnp.asarray(z), **kw))
+    a_torch = tgl.state_transition(torch.from_numpy(z), **kw).numpy()
+    assert a_jax[0, 0, 0] == a_torch[0, 0, 0] == 0.5
+    np.testing.assert_allclose(a_jax, expected, rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(a_torch, expected, rtol=1e-14, atol=1e-15)
+
+    def textbook(z):
+        zc = jax.lax.complex(z[..., 0::2], z[..., 1::2])
+        m, phase = jax.nn.sigmoid(jnp.abs(zc)), jnp.angle(zc)
+        return jax.lax.complex(m * jnp.cos(phase), m * jnp.sin(phase))
+
+    w = jnp.asarray(rng.normal(size=a_jax.shape) + 1j * rng.normal(size=a_jax.shape))
+
+    def loss(fn, z):
+        return jnp.sum((fn(z) * w).real)
+
+    nonzero = jnp.asarray(z).at[0, 0, :2].set(0.3)
+    g_new = jax.grad(lambda z: loss(lambda u: jgl.state_transition(u, frac_gradient=1.0, **kw), z))(nonzero)
+    np.testing.assert_allclose(g_new, jax.grad(lambda z: loss(textbook, z))(nonzero), rtol=1e-12, atol=1e-14)
+    zt = torch.tensor(np.asarray(nonzero), requires_grad=True)
+    (tgl.state_transition(zt, frac_gradient=1.0, **kw) * torch.from_numpy(np.asarray(w))).real.sum().backward()
+    np.testing.assert_allclose(zt.grad.numpy(), g_new, rtol=1e-12, atol=1e-14)
+    at_zero = jax.grad(lambda z: loss(lambda u: jgl.state_transition(u, **kw), z))(jnp.asarray(z))
+    zt = torch.from_numpy(z).requires_grad_()
+    (tgl.state_transition(zt, **kw) * torch.from_numpy(np.asarray(w))).real.sum().backward()
+    assert np.isfinite(np.asarray(at_zero)).all() and np.isfinite(zt.grad.numpy()).all()

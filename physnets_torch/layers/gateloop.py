@@ -53,8 +53,12 @@ def state_transition(z_BxTx2H: torch.Tensor, *, ablate_complex: bool, ablate_sta
     if ablate_complex:
         sign = torch.where(re < 0, -1.0, 1.0).to(re.dtype)
         return sign * torch.sigmoid(re.abs())
-    zc = torch.complex(re, im)
-    return torch.polar(torch.sigmoid(zc.abs()), zc.angle())
+    # exp(i angle z) = z / |z|, as the JAX twin computes it (no atan2, cos or sin). z = 0: a = 1/2.
+    squared = re * re + im * im
+    nonzero = squared > 0
+    radius = torch.sqrt(torch.where(nonzero, squared, torch.ones_like(squared)))
+    scale = torch.sigmoid(radius) / radius
+    return torch.complex(torch.where(nonzero, scale * re, 0.5), torch.where(nonzero, scale * im, 0.0))
 
 
 def _scan_fn(scan: str):
