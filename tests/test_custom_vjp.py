@@ -9,24 +9,62 @@ from physnets_jax.ops.attention import causal_attention, causal_self_attention
 
 
 @pytest.mark.parametrize("with_decay", [False, True])
-def test_self_attention_gradients_match_autodiff(with_decay, x64):
+@pytest.mark.parametrize("keep_prob", [1.0, 0.7])
+def test_self_attention_gradients_match_autodiff(with_decay, keep_prob, x64):
     rng = np.random.default_rng(0)
     q, k, v = (jnp.asarray(rng.standard_normal((2, 3, 7, 4))) for _ in range(3))
     decay = jnp.asarray([-0.8, 0.3, -2.0]) if with_decay else None
     cotangent = jnp.asarray(rng.standard_normal((2, 3, 7, 4)))
+    keep = jnp.asarray(rng.random((2, 3, 7, 7)) < keep_prob) if keep_prob < 1 else None
+
+    def dropout(w):  # what nnx.Dropout does with this mask
+        return w if keep is None else jnp.where(keep, w / keep_prob, 0.0)
+
+    def plain(q, k, v, d):
+        return causal_attention(q, k, v, decay_H=d, weights_dropout=dropout)
+
+    def custom(q, k, v, d):
+        return causal_self_attention(q, k, v, decay_H=d, keep_BxHxTxT=keep, keep_prob=keep_prob)
 
     def loss(fn):
-        return lambda q, k, v, d: jnp.sum(fn(q, k, v, decay_H=d) * cotangent)
+        return lambda q, k, v, d: jnp.sum(fn(q, k, v, d) * cotangent)
 
-    expected = jax.grad(loss(causal_attention), argnums=(0, 1, 2, 3))(q, k, v, decay)
-    got = jax.jit(jax.grad(loss(causal_self_attention), argnums=(0, 1, 2, 3)))(q, k, v, decay)
-    np.testing.assert_allclose(causal_self_attention(q, k, v, decay_H=decay), causal_attention(q, k, v, decay_H=decay), atol=1e-13)
+    expected = jax.grad(loss(plain), argnums=(0, 1, 2, 3))(q, k, v, decay)
+    got = jax.jit(jax.grad(loss(custom), argnums=(0, 1, 2, 3)))(q, k, v, decay)
+    np.testing.assert_allclose(custom(q, k, v, decay), plain(q, k, v, decay), atol=1e-13)
     for name, e, g in zip(("q", "k", "v", "decay"), expected, got, strict=True):
         if e is None:
             assert g is None
             continue
         assert np.abs(np.asarray(e)).max() > 1e-3, name  # a real gradient, not an all-zero one
         np.testing.assert_allclose(np.asarray(g), np.asarray(e), atol=1e-12, err_msg=name)
+
+
+def test_layer_dropout_path_draws_nnx_dropouts_mask(x64):
+    # The dense path with active attention-weight dropout draws the mask from the Dropout module's
+    # stream as nnx.Dropout itself would: same output as the autodiff path with a clone of it.
+    from flax import nnx
+
+    from physnets_jax.layers.attention import _attention_without_cache
+
+    rng = np.random.default_rng(1)
+    q, k, v = (jnp.asarray(rng.standard_normal((2, 3, 6, 4))) for _ in range(3))
+    drop = nnx.Dropout(0.3, rngs=nnx.Rngs(dropout=5))
+    twin = nnx.clone(drop)
+    got = _attention_without_cache(q, k, v, jnp.asarray([0.5, -1.0, 2.0]), drop, None)
+    expected = causal_attention(q, k, v, decay_H=jnp.asarray([0.5, -1.0, 2.0]), weights_dropout=twin)
+    np.testing.assert_allclose(got, expected, atol=1e-13)
+    assert not np.allclose(got, causal_attention(q, k, v, decay_H=jnp.asarray([0.5, -1.0, 2.0])))  # dropped
+    again = _attention_without_cache(q, k, v, jnp.asarray([0.5, -1.0, 2.0]), drop, None)
+    assert not np.allclose(again, got)  # the stream advanced: a new mask per call
+
+
+def test_self_attention_rejects_bad_keep_mask():
+    q = jnp.zeros((1, 2, 4, 2))
+    with pytest.raises(ValueError, match=r"keep mask float32\[1, 2, 4, 4\]: must be bool of shape"):
+        causal_self_attention(q, q, q, keep_BxHxTxT=jnp.ones((1, 2, 4, 4)), keep_prob=0.5)
+    with pytest.raises(ValueError, match="keep_prob=0.0 must be in"):
+        causal_self_attention(q, q, q, keep_BxHxTxT=jnp.ones((1, 2, 4, 4), bool), keep_prob=0.0)
 
 
 def test_self_attention_rejects_mismatched_lengths():

@@ -59,15 +59,24 @@ def causal_attention(
 
 
 def causal_self_attention(
-    q_BxHxTxD: jax.Array, k_BxHxTxD: jax.Array, v_BxHxTxD: jax.Array, *, decay_H: jax.Array | None = None
+    q_BxHxTxD: jax.Array,
+    k_BxHxTxD: jax.Array,
+    v_BxHxTxD: jax.Array,
+    *,
+    decay_H: jax.Array | None = None,
+    keep_BxHxTxT: jax.Array | None = None,
+    keep_prob: float = 1.0,
 ) -> jax.Array:
-    """causal_attention over one whole sequence (positions 0..T-1, no cache, no weight dropout),
-    with a hand-written backward pass: (B, H, T, D).
+    """causal_attention over one whole sequence (positions 0..T-1, no cache), with a hand-written
+    backward pass: (B, H, T, D).
 
-    Same forward as causal_attention. The backward recomputes the attention weights from q, k and
-    the saved row log-sum-exp (B, H, T) instead of keeping the (B, H, T, T) weights: under
-    jax.grad of a layer scan, XLA on CPU stacked every layer's weights and softmax intermediates
-    into fresh zero-filled buffers, which cost more than the extra q k^T matmul.
+    Same forward as causal_attention. With `keep_BxHxTxT` (bool) the attention weights are dropped
+    out as nnx.Dropout does: kept entries divided by `keep_prob`, the others 0 (the mask is drawn
+    by the caller, attention_weight_keep_mask). The backward recomputes the attention weights from
+    q, k and the saved row log-sum-exp (B, H, T) instead of keeping the (B, H, T, T) weights and
+    the softmax's intermediates: under jax.grad of a layer scan, XLA on CPU stacked all of them per
+    layer into fresh zero-filled buffers, which cost more than the extra q k^T matmul. Only the
+    boolean keep mask is kept from the forward.
     """
     T = q_BxHxTxD.shape[2]
     if k_BxHxTxD.shape[2] != T or v_BxHxTxD.shape[2] != T:
@@ -75,9 +84,20 @@ def causal_self_attention(
             f"q {q_BxHxTxD.shape}, k {k_BxHxTxD.shape}, v {v_BxHxTxD.shape}: self-attention needs "
             "one sequence length for queries, keys and values"
         )
-    if decay_H is None:
-        return _self_attention(q_BxHxTxD, k_BxHxTxD, v_BxHxTxD, jnp.zeros((), q_BxHxTxD.dtype), False)
-    return _self_attention(q_BxHxTxD, k_BxHxTxD, v_BxHxTxD, jnp.abs(decay_H), True)
+    B, H = q_BxHxTxD.shape[:2]
+    if keep_BxHxTxT is not None and (keep_BxHxTxT.shape != (B, H, T, T) or keep_BxHxTxT.dtype != jnp.bool_):
+        raise ValueError(f"keep mask {keep_BxHxTxT.dtype}{list(keep_BxHxTxT.shape)}: must be bool of shape "
+                         f"(B, H, T, T) = {(B, H, T, T)}")
+    if not 0.0 < keep_prob <= 1.0:
+        raise ValueError(f"keep_prob={keep_prob} must be in (0, 1]")
+    with_decay = decay_H is not None
+    slopes_H = jnp.abs(decay_H) if with_decay else jnp.zeros((), q_BxHxTxD.dtype)
+    return _self_attention(q_BxHxTxD, k_BxHxTxD, v_BxHxTxD, slopes_H, keep_BxHxTxT, with_decay, float(keep_prob))
+
+
+def attention_weight_keep_mask(key: jax.Array, keep_prob: float, shape: tuple[int, ...]) -> jax.Array:
+    """The keep mask nnx.Dropout draws for an input of `shape` with this key: bool, True = kept."""
+    return jax.random.bernoulli(key, p=keep_prob, shape=shape)
 
 
 def _scores_and_mask(q, k, slopes_H, with_decay):
@@ -91,23 +111,31 @@ def _scores_and_mask(q, k, slopes_H, with_decay):
     return scores, pos[None, :] <= pos[:, None], dist_TxT
 
 
-def _self_attention_fwd(q, k, v, slopes_H, with_decay):
+def _drop(x, keep, keep_prob):
+    """x with the dropped entries 0 and the kept ones scaled by 1 / keep_prob (nnx.Dropout's form)."""
+    if keep is None:
+        return x
+    return jax.lax.select(keep, x / keep_prob, jnp.zeros_like(x))
+
+
+def _self_attention_fwd(q, k, v, slopes_H, keep, with_decay, keep_prob):
     scores, visible, _ = _scores_and_mask(q, k, slopes_H, with_decay)
     scores = jnp.where(visible, scores, -jnp.inf)
     row_max = jnp.max(scores, axis=-1, keepdims=True)
     unnormalised = jnp.exp(scores - row_max)
     row_sum = jnp.sum(unnormalised, axis=-1, keepdims=True)
-    out = jnp.einsum("bhts,bhsd->bhtd", unnormalised / row_sum, v)
+    out = jnp.einsum("bhts,bhsd->bhtd", _drop(unnormalised / row_sum, keep, keep_prob), v)
     lse_BxHxT = (row_max + jnp.log(row_sum))[..., 0]
-    return out, (q, k, v, slopes_H, out, lse_BxHxT)
+    return out, (q, k, v, slopes_H, keep, out, lse_BxHxT)
 
 
-def _self_attention_bwd(with_decay, residuals, dout):
-    q, k, v, slopes_H, out, lse = residuals
+def _self_attention_bwd(with_decay, keep_prob, residuals, dout):
+    q, k, v, slopes_H, keep, out, lse = residuals
     scores, visible, dist_TxT = _scores_and_mask(q, k, slopes_H, with_decay)
     weights = jnp.exp(jnp.where(visible, scores - lse[..., None], -jnp.inf))
-    dv = jnp.einsum("bhts,bhtd->bhsd", weights, dout)
-    dweights = jnp.einsum("bhtd,bhsd->bhts", dout, v)
+    dv = jnp.einsum("bhts,bhtd->bhsd", _drop(weights, keep, keep_prob), dout)
+    dweights = _drop(jnp.einsum("bhtd,bhsd->bhts", dout, v), keep, keep_prob)
+    # sum_s weights * dweights = sum_d dout * out holds with dropout too (out = dropped weights v)
     row_dot = jnp.sum(dout * out, axis=-1, keepdims=True)
     dscores = weights * (dweights - row_dot)
     scale = q.shape[-1] ** -0.5
@@ -119,12 +147,12 @@ def _self_attention_bwd(with_decay, residuals, dout):
         dslopes = jnp.sum(dscores.reshape(B, H, T * T) @ dist_TxT.reshape(T * T), axis=0)
     else:
         dslopes = jnp.zeros_like(slopes_H)
-    return dq, dk, dv, dslopes.astype(slopes_H.dtype)
+    return dq, dk, dv, dslopes.astype(slopes_H.dtype), None
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _self_attention(q, k, v, slopes_H, with_decay):
-    return _self_attention_fwd(q, k, v, slopes_H, with_decay)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _self_attention(q, k, v, slopes_H, keep, with_decay, keep_prob):
+    return _self_attention_fwd(q, k, v, slopes_H, keep, with_decay, keep_prob)[0]
 
 
 _self_attention.defvjp(_self_attention_fwd, _self_attention_bwd)
