@@ -40,22 +40,23 @@ def test_self_attention_gradients_match_autodiff(with_decay, keep_prob, x64):
         np.testing.assert_allclose(np.asarray(g), np.asarray(e), atol=1e-12, err_msg=name)
 
 
-def test_layer_dropout_path_draws_nnx_dropouts_mask(x64):
-    # The dense path with active attention-weight dropout draws the mask from the Dropout module's
-    # stream as nnx.Dropout itself would: same output as the autodiff path with a clone of it.
+def test_layer_dropout_path_draws_the_dropout_layers_mask(x64):
+    # The dense path with active attention-weight dropout draws the mask from the Dropout layer's
+    # stream as the layer itself would: same output as the autodiff path with a clone of it.
     from flax import nnx
 
     from physnets_jax.layers.attention import _attention_without_cache
+    from physnets_jax.layers.dropout import Dropout
 
     rng = np.random.default_rng(1)
     q, k, v = (jnp.asarray(rng.standard_normal((2, 3, 6, 4))) for _ in range(3))
-    drop = nnx.Dropout(0.3, rngs=nnx.Rngs(dropout=5))
+    decay = jnp.asarray([0.5, -1.0, 2.0])
+    drop = Dropout(0.3, rngs=nnx.Rngs(dropout=5))
     twin = nnx.clone(drop)
-    got = _attention_without_cache(q, k, v, jnp.asarray([0.5, -1.0, 2.0]), drop, None)
-    expected = causal_attention(q, k, v, decay_H=jnp.asarray([0.5, -1.0, 2.0]), weights_dropout=twin)
-    np.testing.assert_allclose(got, expected, atol=1e-13)
-    assert not np.allclose(got, causal_attention(q, k, v, decay_H=jnp.asarray([0.5, -1.0, 2.0])))  # dropped
-    again = _attention_without_cache(q, k, v, jnp.asarray([0.5, -1.0, 2.0]), drop, None)
+    got = _attention_without_cache(q, k, v, decay, drop, None)
+    np.testing.assert_allclose(got, causal_attention(q, k, v, decay_H=decay, weights_dropout=twin), atol=1e-13)
+    assert not np.allclose(got, causal_attention(q, k, v, decay_H=decay))  # something was dropped
+    again = _attention_without_cache(q, k, v, decay, drop, None)
     assert not np.allclose(again, got)  # the stream advanced: a new mask per call
 
 

@@ -9,7 +9,8 @@ from flax import nnx
 
 from physnets_core.config import ModelConfig
 from physnets_jax.layers.dense import dense
-from physnets_jax.ops.attention import attention_weight_keep_mask, causal_attention, causal_self_attention
+from physnets_jax.layers.dropout import Dropout, effective_keep_prob, keep_mask
+from physnets_jax.ops.attention import causal_attention, causal_self_attention
 from physnets_jax.ops.blockwise_attention import blockwise_causal_attention
 from physnets_jax.ops.pallas_attention import native_pallas_available, pallas_causal_attention
 
@@ -46,14 +47,14 @@ def _attention_without_cache(q, k, v, decay, weights_dropout, cfg: ModelConfig |
         return pallas_causal_attention(q, k, v, decay_H=decay, block=cfg.attention_block)
     if not _weight_dropout_active(weights_dropout):
         return causal_self_attention(q, k, v, decay_H=decay)
-    if weights_dropout.rngs is None or weights_dropout.broadcast_dims:
+    if not isinstance(weights_dropout, Dropout) or weights_dropout.rngs is None or weights_dropout.broadcast_dims:
         return causal_attention(q, k, v, decay_H=decay, weights_dropout=weights_dropout)
-    # The mask nnx.Dropout would draw (same stream, same key), applied inside the custom-gradient
-    # attention, which keeps it (bool) instead of the dropped (B, H, T, T) weights for the backward.
+    # The mask the Dropout layer would draw (same stream, same key), applied inside the custom-
+    # gradient attention, which keeps it (bool) instead of the dropped (B, H, T, T) weights.
     B, H, T, _ = q.shape
     keep_prob = 1.0 - weights_dropout.rate
-    keep = attention_weight_keep_mask(weights_dropout.rngs(), keep_prob, (B, H, T, T))
-    return causal_self_attention(q, k, v, decay_H=decay, keep_BxHxTxT=keep, keep_prob=keep_prob)
+    keep = keep_mask(weights_dropout.rngs(), keep_prob, (B, H, T, T))
+    return causal_self_attention(q, k, v, decay_H=decay, keep_BxHxTxT=keep, keep_prob=effective_keep_prob(keep_prob))
 
 
 def attend_with_cache(q, k, v, cache, *, decay=None, weights_dropout=None, cfg: ModelConfig | None = None):
@@ -87,8 +88,8 @@ class CausalSelfAttention(nnx.Module):
         self.out = dense(
             cfg.n_embd, cfg.n_embd, bias=cfg.bias, std=cfg.residual_init_std, rngs=rngs
         )
-        self.attn_drop = nnx.Dropout(cfg.dropout, rngs=rngs)
-        self.resid_drop = nnx.Dropout(cfg.dropout, rngs=rngs)
+        self.attn_drop = Dropout(cfg.dropout, rngs=rngs)
+        self.resid_drop = Dropout(cfg.dropout, rngs=rngs)
 
     def init_cache(self, batch: int, max_len: int, dtype, device=None) -> dict[str, jax.Array]:
         """Empty KV cache for `max_len` positions."""

@@ -8,6 +8,7 @@ from flax import nnx
 
 from physnets_core.config import ModelConfig
 from physnets_jax.layers.dense import matmul_last
+from physnets_jax.layers.dropout import Dropout
 
 
 class Embed(nnx.Module):
@@ -52,7 +53,7 @@ class LearnedEmbedding(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.wte = _embed(cfg.vocab_size, cfg.n_embd, cfg.init_std, rngs)
         self.wpe = _embed(cfg.block_size, cfg.n_embd, cfg.init_std, rngs)
-        self.drop = nnx.Dropout(cfg.dropout, rngs=rngs)
+        self.drop = Dropout(cfg.dropout, rngs=rngs)
 
     def __call__(self, tokens_BxT: jax.Array, start_pos: jax.Array | int = 0) -> jax.Array:
         positions_T = start_pos + jnp.arange(tokens_BxT.shape[1])

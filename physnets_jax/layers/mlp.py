@@ -11,6 +11,7 @@ from flax import nnx
 
 from physnets_core.config import ModelConfig
 from physnets_jax.layers.dense import dense
+from physnets_jax.layers.dropout import Dropout
 
 ACTIVATIONS = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
@@ -96,7 +97,7 @@ class MLP(nnx.Module):
         self.act_name = cfg.mlp
         self.fc1 = dense(cfg.n_embd, hidden, bias=cfg.mlp_bias, std=cfg.init_std, rngs=rngs)
         self.fc2 = dense(hidden, cfg.n_embd, bias=cfg.mlp_bias, std=cfg.residual_init_std, rngs=rngs)
-        self.drop = nnx.Dropout(cfg.dropout, rngs=rngs)
+        self.drop = Dropout(cfg.dropout, rngs=rngs)
 
     def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
         return self.drop(_apply(self.act_name, self.fc1, self.fc2, x_BxTxD))
@@ -112,7 +113,7 @@ class GatedMLP(nnx.Module):
         hidden = cfg.mlp_width
         self.fc1 = dense(cfg.n_embd, 2 * hidden, bias=cfg.mlp_bias, std=cfg.init_std, rngs=rngs)
         self.fc2 = dense(hidden, cfg.n_embd, bias=cfg.mlp_bias, std=cfg.residual_init_std, rngs=rngs)
-        self.drop = nnx.Dropout(cfg.dropout, rngs=rngs)
+        self.drop = Dropout(cfg.dropout, rngs=rngs)
 
     def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
         return self.drop(_apply("gated", self.fc1, self.fc2, x_BxTxD))

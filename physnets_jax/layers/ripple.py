@@ -10,6 +10,7 @@ from flax import nnx
 from physnets_core.config import ModelConfig
 from physnets_jax.layers.attention import attend_with_cache, init_kv_cache
 from physnets_jax.layers.dense import dense, matmul_last
+from physnets_jax.layers.dropout import Dropout
 
 
 class RippleAttention(nnx.Module):
@@ -26,10 +27,10 @@ class RippleAttention(nnx.Module):
         self.key = dense(n, n, bias=cfg.bias, std=cfg.init_std, rngs=rngs)
         self.value = dense(n, n, bias=cfg.bias, std=cfg.init_std, rngs=rngs)
         self.decay = nnx.Param(jnp.full((cfg.n_head,), cfg.ripple.decay_init))
-        self.attn_drop = nnx.Dropout(cfg.dropout, rngs=rngs)
+        self.attn_drop = Dropout(cfg.dropout, rngs=rngs)
         if cfg.attn_out_proj:
             self.out = dense(n, n, bias=cfg.bias, std=cfg.residual_init_std, rngs=rngs)
-            self.resid_drop = nnx.Dropout(cfg.dropout, rngs=rngs)
+            self.resid_drop = Dropout(cfg.dropout, rngs=rngs)
         else:
             self.out = None
 

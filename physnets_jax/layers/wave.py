@@ -17,6 +17,7 @@ from flax import nnx
 
 from physnets_core.config import ModelConfig
 from physnets_jax.layers.dense import dense
+from physnets_jax.layers.dropout import Dropout
 from physnets_jax.layers.embedding import Embed
 from physnets_jax.layers.norm import make_norm
 from physnets_jax.ops.linear_attention import causal_linear_attention, feature_map
@@ -221,7 +222,7 @@ class WaveAttention(nnx.Module):
                 self.interference_scale = nnx.Param(jnp.ones((H, 1, 1)))
         self.v_proj = lin(D)
         self.o_proj = dense(D, D, bias=cfg.bias, std=cfg.residual_init_std, rngs=rngs)
-        self.attn_drop = nnx.Dropout(cfg.dropout, rngs=rngs)
+        self.attn_drop = Dropout(cfg.dropout, rngs=rngs)
 
     # -- cache ---------------------------------------------------------------------------------
     def init_cache(self, batch: int, max_len: int, dtype, device=None) -> dict[str, jax.Array]:
@@ -333,7 +334,7 @@ class WaveMLP(nnx.Module):
         self.kind = cfg.wave.activation
         self.fc1 = dense(cfg.n_embd, cfg.mlp_width, bias=cfg.mlp_bias, std=cfg.init_std, rngs=rngs)
         self.fc2 = dense(cfg.mlp_width, cfg.n_embd, bias=cfg.mlp_bias, std=cfg.residual_init_std, rngs=rngs)
-        self.drop = nnx.Dropout(cfg.dropout, rngs=rngs)
+        self.drop = Dropout(cfg.dropout, rngs=rngs)
 
     def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
         return self.drop(self.fc2(self.drop(wave_activation(self.fc1(x_BxTxD), self.kind))))

@@ -71,8 +71,8 @@ def causal_self_attention(
     backward pass: (B, H, T, D).
 
     Same forward as causal_attention. With `keep_BxHxTxT` (bool) the attention weights are dropped
-    out as nnx.Dropout does: kept entries divided by `keep_prob`, the others 0 (the mask is drawn
-    by the caller, attention_weight_keep_mask). The backward recomputes the attention weights from
+    out as a Dropout layer does: kept entries divided by `keep_prob`, the others 0 (the mask is drawn
+    by the caller: physnets_jax.layers.dropout.keep_mask). The backward recomputes the attention weights from
     q, k and the saved row log-sum-exp (B, H, T) instead of keeping the (B, H, T, T) weights and
     the softmax's intermediates: under jax.grad of a layer scan, XLA on CPU stacked all of them per
     layer into fresh zero-filled buffers, which cost more than the extra q k^T matmul. Only the
@@ -95,11 +95,6 @@ def causal_self_attention(
     return _self_attention(q_BxHxTxD, k_BxHxTxD, v_BxHxTxD, slopes_H, keep_BxHxTxT, with_decay, float(keep_prob))
 
 
-def attention_weight_keep_mask(key: jax.Array, keep_prob: float, shape: tuple[int, ...]) -> jax.Array:
-    """The keep mask nnx.Dropout draws for an input of `shape` with this key: bool, True = kept."""
-    return jax.random.bernoulli(key, p=keep_prob, shape=shape)
-
-
 def _scores_and_mask(q, k, slopes_H, with_decay):
     """Scaled, ripple-biased scores (B, H, T, T) and the causal mask (T, T)."""
     T = q.shape[2]
@@ -112,7 +107,7 @@ def _scores_and_mask(q, k, slopes_H, with_decay):
 
 
 def _drop(x, keep, keep_prob):
-    """x with the dropped entries 0 and the kept ones scaled by 1 / keep_prob (nnx.Dropout's form)."""
+    """x with the dropped entries 0 and the kept ones scaled by 1 / keep_prob (Dropout's form)."""
     if keep is None:
         return x
     return jax.lax.select(keep, x / keep_prob, jnp.zeros_like(x))
