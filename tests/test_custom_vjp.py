@@ -74,21 +74,30 @@ def test_self_attention_rejects_mismatched_lengths():
         causal_self_attention(q, jnp.zeros((1, 1, 5, 2)), jnp.zeros((1, 1, 5, 2)))
 
 
-def _plain_mlp(act, x, w1, b1, w2, b2):
-    """The MLP written with jax.nn's activations, differentiated by jax.grad."""
+def _plain_mlp(act, x, w1, b1, w2, b2, keep=None, keep_prob=1.0):
+    """The MLP written with jax.nn's activations (and a dropout mask on the hidden units),
+    differentiated by jax.grad."""
     u = x @ w1 + (0.0 if b1 is None else b1)
     if act == "gelu":
         h = jax.nn.gelu(u, approximate=False)
     elif act == "relu":
         h = jax.nn.relu(u)
+    elif act == "sin":
+        h = jnp.sin(u) + 0.1 * u
+    elif act == "gelu_sin":
+        h = jax.nn.gelu(u, approximate=False) + 0.1 * jnp.sin(u)
     else:
         value, gate = u[:, : u.shape[1] // 2], u[:, u.shape[1] // 2 :]
         h = value * jax.nn.silu(gate)
+    if keep is not None:
+        h = jnp.where(keep, h / keep_prob, 0.0)
     return h @ w2 + (0.0 if b2 is None else b2)
 
 
-@pytest.mark.parametrize("act,bias", [("gelu", True), ("relu", True), ("gated", True), ("gated", False)])
-def test_mlp_core_gradients_match_autodiff(act, bias, x64):
+@pytest.mark.parametrize("act,bias,keep_prob", [("gelu", True, 1.0), ("relu", True, 1.0), ("gated", True, 1.0),
+                                                ("gated", False, 1.0), ("sin", True, 0.6), ("gelu_sin", True, 0.6),
+                                                ("gelu", True, 0.6)])
+def test_mlp_core_gradients_match_autodiff(act, bias, keep_prob, x64):
     from physnets_jax.layers.mlp import mlp_core
 
     rng = np.random.default_rng(1)
@@ -99,12 +108,13 @@ def test_mlp_core_gradients_match_autodiff(act, bias, x64):
     b1 = jnp.asarray(rng.standard_normal(w1.shape[1])) if bias else None
     b2 = jnp.asarray(rng.standard_normal(4)) if bias else None
     cotangent = jnp.asarray(rng.standard_normal((5, 4)))
+    keep = jnp.asarray(rng.random((5, hidden)) < keep_prob) if keep_prob < 1 else None
     args = (x, w1, b1, w2, b2)
 
     def loss(fn):
-        return lambda *a: jnp.sum(fn(act, *a) * cotangent)
+        return lambda *a: jnp.sum(fn(act, *a, keep, keep_prob) * cotangent)
 
-    np.testing.assert_allclose(mlp_core(act, *args), _plain_mlp(act, *args), atol=1e-12)
+    np.testing.assert_allclose(mlp_core(act, *args, keep, keep_prob), _plain_mlp(act, *args, keep, keep_prob), atol=1e-12)
     expected = jax.grad(loss(_plain_mlp), argnums=tuple(range(5)))(*args)
     got = jax.jit(jax.grad(loss(mlp_core), argnums=tuple(range(5))), static_argnums=())(*args)
     for name, e, g in zip(("x", "w1", "b1", "w2", "b2"), expected, got, strict=True):
@@ -113,3 +123,20 @@ def test_mlp_core_gradients_match_autodiff(act, bias, x64):
             continue
         assert np.abs(np.asarray(e)).max() > 1e-3, name
         np.testing.assert_allclose(np.asarray(g), np.asarray(e), atol=1e-12, err_msg=name)
+
+
+def test_wave_mlp_dropout_path_equals_the_seeds_form(x64):
+    # WaveMLP in training mode: the custom-gradient path draws the inner mask as the next draw of
+    # its Dropout's stream, so it equals dropout(fc2(dropout(act(fc1 x)))) with a clone of the layer.
+    from flax import nnx
+
+    from physnets_core.config import preset
+    from physnets_jax.layers.wave import WaveMLP, wave_activation
+
+    cfg = preset("wave_gpt", "nano", dropout=0.25)
+    mlp = WaveMLP(cfg, 0, rngs=nnx.Rngs(3))
+    twin = nnx.clone(mlp)
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((2, 5, cfg.n_embd)))
+    expected = twin.drop(twin.fc2(twin.drop(wave_activation(twin.fc1(x), twin.kind))))
+    np.testing.assert_allclose(mlp(x), expected, atol=1e-12)
+    assert float(jnp.mean(expected == 0)) > 0.1  # the outer dropout was active

@@ -9,7 +9,7 @@ from flax import nnx
 
 from physnets_core.config import ModelConfig
 from physnets_jax.layers.dense import dense
-from physnets_jax.layers.dropout import Dropout, effective_keep_prob, keep_mask
+from physnets_jax.layers.dropout import Dropout
 from physnets_jax.ops.attention import causal_attention, causal_self_attention
 from physnets_jax.ops.blockwise_attention import blockwise_causal_attention
 from physnets_jax.ops.pallas_attention import native_pallas_available, pallas_causal_attention
@@ -52,9 +52,8 @@ def _attention_without_cache(q, k, v, decay, weights_dropout, cfg: ModelConfig |
     # The mask the Dropout layer would draw (same stream, same key), applied inside the custom-
     # gradient attention, which keeps it (bool) instead of the dropped (B, H, T, T) weights.
     B, H, T, _ = q.shape
-    keep_prob = 1.0 - weights_dropout.rate
-    keep = keep_mask(weights_dropout.rngs(), keep_prob, (B, H, T, T))
-    return causal_self_attention(q, k, v, decay_H=decay, keep_BxHxTxT=keep, keep_prob=effective_keep_prob(keep_prob))
+    keep, keep_prob = weights_dropout.draw_keep_mask((B, H, T, T))
+    return causal_self_attention(q, k, v, decay_H=decay, keep_BxHxTxT=keep, keep_prob=keep_prob)
 
 
 def attend_with_cache(q, k, v, cache, *, decay=None, weights_dropout=None, cfg: ModelConfig | None = None):

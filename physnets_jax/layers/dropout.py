@@ -45,6 +45,17 @@ class Dropout(nnx.Dropout):
     """nnx.Dropout (same constructor, stream, `deterministic` and broadcast_dims) with keep_mask's
     16-bit draws; (...) -> (...)."""
 
+    def draw_keep_mask(self, shape: tuple[int, ...]) -> tuple[jax.Array | None, float]:
+        """(the keep mask this layer would apply next to an input of `shape`, drawn from its stream,
+        and the keep probability its kept values are divided by); (None, 1.0) when it is inactive.
+        For hand-written backward passes that apply the dropout themselves and keep the bool mask."""
+        if self.rate == 0.0 or self.deterministic:
+            return None, 1.0
+        if self.rngs is None or self.broadcast_dims or self.rate == 1.0:
+            raise ValueError("draw_keep_mask needs a Dropout with rngs, no broadcast_dims and rate < 1")
+        keep_prob = 1.0 - self.rate
+        return keep_mask(self.rngs(), keep_prob, shape), effective_keep_prob(keep_prob)
+
     def __call__(self, inputs, *, deterministic: bool | None = None, rngs=None):
         deterministic = self.deterministic if deterministic is None else deterministic
         if self.rate == 0.0 or deterministic:

@@ -17,7 +17,15 @@ ACTIVATIONS = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
     "relu": jax.nn.relu,
     "gated": lambda u: _gated(u)[0],
+    "sin": lambda x: jnp.sin(x) + 0.1 * x,  # Wave-Native GPT's activations (layers/wave.py)
+    "gelu_sin": lambda x: jax.nn.gelu(x, approximate=False) + 0.1 * jnp.sin(x),
 }
+
+
+def _gelu_derivative(u):
+    cdf = 0.5 * (1.0 + jax.lax.erf(u * (1.0 / math.sqrt(2.0))))
+    pdf = jnp.exp(-0.5 * u * u) * (1.0 / math.sqrt(2.0 * math.pi))
+    return cdf + u * pdf
 
 
 def _gated(u):
@@ -32,52 +40,66 @@ def _activation_vjp(name: str, u, dh):
     if name == "relu":
         return jnp.where(u > 0, dh, jnp.zeros_like(dh))
     if name == "gelu":
-        cdf = 0.5 * (1.0 + jax.lax.erf(u * (1.0 / math.sqrt(2.0))))
-        pdf = jnp.exp(-0.5 * u * u) * (1.0 / math.sqrt(2.0 * math.pi))
-        return dh * (cdf + u * pdf)
+        return dh * _gelu_derivative(u)
+    if name == "sin":
+        return dh * (jnp.cos(u) + 0.1)
+    if name == "gelu_sin":
+        return dh * (_gelu_derivative(u) + 0.1 * jnp.cos(u))
     _, (value, gate, sig) = _gated(u)
     dvalue = dh * (gate * sig)
     dgate = dh * value * sig * (1.0 + gate * (1.0 - sig))
     return jnp.concatenate([dvalue, dgate], axis=-1)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def mlp_core(act: str, x_NxD, w1_DxU, b1_U, w2_HxD, b2_D):
-    """fc2(act(fc1(x))) on rows x (N, D): act(x w1 + b1) w2 + b2 -> (N, D), with a hand-written
-    backward pass that keeps only x and fc1's output u and recomputes act(u).
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 7))
+def mlp_core(act: str, x_NxD, w1_DxU, b1_U, w2_HxD, b2_D, keep_NxH=None, keep_prob: float = 1.0):
+    """fc2(dropout(act(fc1(x)))) on rows x (N, D): drop(act(x w1 + b1)) w2 + b2 -> (N, D), with a
+    hand-written backward pass that keeps only x, fc1's output u and the bool keep mask, and
+    recomputes act(u).
 
-    act: "gelu" (exact), "relu" or "gated" (value * silu(gate), halves of u). b1/b2 may be None.
-    Under jax.grad of the layer scan, XLA's own backward stacked act(u) and the activation's
-    intermediates for every layer (two to three (N, U) buffers per layer, zero-filled first).
+    act: "gelu" (exact), "relu", "gated" (value * silu(gate), halves of u), "sin" or "gelu_sin"
+    (Wave-Native GPT). b1/b2 may be None. keep_NxH: dropout on the hidden activations (kept entries
+    divided by keep_prob; Dropout.draw_keep_mask), None for none. Under jax.grad of the layer scan,
+    XLA's own backward stacked act(u), the dropped activations and the activation's intermediates
+    for every layer (two to four (N, U) buffers per layer, zero-filled first).
     """
-    return _mlp_fwd(act, x_NxD, w1_DxU, b1_U, w2_HxD, b2_D)[0]
+    return _mlp_fwd(act, x_NxD, w1_DxU, b1_U, w2_HxD, b2_D, keep_NxH, keep_prob)[0]
 
 
-def _mlp_fwd(act, x, w1, b1, w2, b2):
+def _hidden(act, u, keep, keep_prob):
+    h = ACTIVATIONS[act](u)
+    return h if keep is None else jax.lax.select(keep, h / keep_prob, jnp.zeros_like(h))
+
+
+def _mlp_fwd(act, x, w1, b1, w2, b2, keep, keep_prob):
     u = x @ w1
     if b1 is not None:
         u = u + b1
-    out = ACTIVATIONS[act](u) @ w2
+    out = _hidden(act, u, keep, keep_prob) @ w2
     if b2 is not None:
         out = out + b2
-    return out, (x, w1, b1, w2, b2, u)
+    return out, (x, w1, b1, w2, b2, keep, u)
 
 
-def _mlp_bwd(act, residuals, dout):
-    x, w1, b1, w2, b2, u = residuals
-    h = ACTIVATIONS[act](u)
-    dw2 = h.T @ dout
+def _mlp_bwd(act, keep_prob, residuals, dout):
+    x, w1, b1, w2, b2, keep, u = residuals
+    dw2 = _hidden(act, u, keep, keep_prob).T @ dout
     db2 = None if b2 is None else jnp.sum(dout, axis=0)
-    du = _activation_vjp(act, u, dout @ w2.T)
+    dh = dout @ w2.T
+    if keep is not None:
+        dh = jax.lax.select(keep, dh / keep_prob, jnp.zeros_like(dh))
+    du = _activation_vjp(act, u, dh)
     dw1 = x.T @ du
     db1 = None if b1 is None else jnp.sum(du, axis=0)
-    return du @ w1.T, dw1, db1, dw2, db2
+    return du @ w1.T, dw1, db1, dw2, db2, None
 
 
 mlp_core.defvjp(_mlp_fwd, _mlp_bwd)
 
 
-def _apply(act: str, fc1: nnx.Linear, fc2: nnx.Linear, x_BxTxD: jax.Array) -> jax.Array:
+def apply_mlp(act: str, fc1: nnx.Linear, fc2: nnx.Linear, x_BxTxD: jax.Array, hidden_dropout: Dropout | None = None) -> jax.Array:
+    """mlp_core on x's rows with the layers' parameters (cast to one dtype); hidden_dropout: a
+    Dropout applied to the activations inside it (its mask drawn from its stream)."""
     params = [fc1.kernel[...], fc2.kernel[...]]
     params += [layer.bias[...] for layer in (fc1, fc2) if layer.bias is not None]
     dtype = jnp.result_type(x_BxTxD, *params)
@@ -85,7 +107,11 @@ def _apply(act: str, fc1: nnx.Linear, fc2: nnx.Linear, x_BxTxD: jax.Array) -> ja
     b1 = None if fc1.bias is None else fc1.bias[...]
     b2 = None if fc2.bias is None else fc2.bias[...]
     rows = x_BxTxD.reshape(-1, x_BxTxD.shape[-1]).astype(dtype)
-    out = mlp_core(act, rows, cast(fc1.kernel[...]), cast(b1), cast(fc2.kernel[...]), cast(b2))
+    keep, keep_prob = None, 1.0
+    if hidden_dropout is not None:
+        hidden = fc2.kernel.shape[0]
+        keep, keep_prob = hidden_dropout.draw_keep_mask((rows.shape[0], hidden))
+    out = mlp_core(act, rows, cast(fc1.kernel[...]), cast(b1), cast(fc2.kernel[...]), cast(b2), keep, keep_prob)
     return out.reshape(x_BxTxD.shape[:-1] + (out.shape[-1],))
 
 
@@ -100,7 +126,7 @@ class MLP(nnx.Module):
         self.drop = Dropout(cfg.dropout, rngs=rngs)
 
     def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
-        return self.drop(_apply(self.act_name, self.fc1, self.fc2, x_BxTxD))
+        return self.drop(apply_mlp(self.act_name, self.fc1, self.fc2, x_BxTxD))
 
 
 class GatedMLP(nnx.Module):
@@ -116,4 +142,4 @@ class GatedMLP(nnx.Module):
         self.drop = Dropout(cfg.dropout, rngs=rngs)
 
     def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
-        return self.drop(_apply("gated", self.fc1, self.fc2, x_BxTxD))
+        return self.drop(apply_mlp("gated", self.fc1, self.fc2, x_BxTxD))

@@ -19,6 +19,7 @@ from physnets_core.config import ModelConfig
 from physnets_jax.layers.dense import dense
 from physnets_jax.layers.dropout import Dropout
 from physnets_jax.layers.embedding import Embed
+from physnets_jax.layers.mlp import ACTIVATIONS, apply_mlp
 from physnets_jax.layers.norm import make_norm
 from physnets_jax.ops.linear_attention import causal_linear_attention, feature_map
 
@@ -320,11 +321,9 @@ class WaveAttention(nnx.Module):
 
 def wave_activation(x: jax.Array, kind: str = "sin") -> jax.Array:
     """sin: sin(x) + 0.1 x (the seed's README/paper); gelu_sin: gelu(x) + 0.1 sin(x) (its code)."""
-    if kind == "sin":
-        return jnp.sin(x) + 0.1 * x
-    if kind == "gelu_sin":
-        return jax.nn.gelu(x, approximate=False) + 0.1 * jnp.sin(x)
-    raise ValueError(f"wave_activation={kind!r} is not known; valid choices: sin, gelu_sin")
+    if kind not in ("sin", "gelu_sin"):
+        raise ValueError(f"wave_activation={kind!r} is not known; valid choices: sin, gelu_sin")
+    return ACTIVATIONS[kind](x)
 
 
 class WaveMLP(nnx.Module):
@@ -337,7 +336,11 @@ class WaveMLP(nnx.Module):
         self.drop = Dropout(cfg.dropout, rngs=rngs)
 
     def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
-        return self.drop(self.fc2(self.drop(wave_activation(self.fc1(x_BxTxD), self.kind))))
+        if self.drop.rngs is None or self.drop.broadcast_dims:
+            return self.drop(self.fc2(self.drop(wave_activation(self.fc1(x_BxTxD), self.kind))))
+        # mlp_core: the same function (the inner dropout's mask is the next draw of self.drop's
+        # stream, as in the line above) with a backward that keeps u and the bool mask only
+        return self.drop(apply_mlp(self.kind, self.fc1, self.fc2, x_BxTxD, hidden_dropout=self.drop))
 
 
 class WaveCollapseHead(nnx.Module):
