@@ -119,7 +119,7 @@ def main() -> None:
     width = 64 if args.quick else 256
     cfg = preset("gateloop", size, n_embd=width, n_layer=4, n_head=4, vocab_size=256, block_size=seq, mixer="gateloop")
     tokens = rng.integers(0, 256, (batch, seq))
-    steps[("gateloop", "jax, as built (z / |z|)")] = jax_step(cfg, tokens)
+    steps[("gateloop", "jax, as built (z divided by its modulus)")] = jax_step(cfg, tokens)
     built = gateloop.state_transition
     gateloop.state_transition = _atan2_state_transition
     try:
