@@ -12,6 +12,7 @@ from flax import nnx
 from physnets_core.config import ModelConfig
 from physnets_jax.layers.dense import dense
 from physnets_jax.layers.dropout import Dropout
+from physnets_jax.ops.dropout import apply_keep_mask
 
 ACTIVATIONS = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
@@ -67,8 +68,7 @@ def mlp_core(act: str, x_NxD, w1_DxU, b1_U, w2_HxD, b2_D, keep_NxH=None, keep_pr
 
 
 def _hidden(act, u, keep, keep_prob):
-    h = ACTIVATIONS[act](u)
-    return h if keep is None else jax.lax.select(keep, h / keep_prob, jnp.zeros_like(h))
+    return apply_keep_mask(ACTIVATIONS[act](u), keep, keep_prob)
 
 
 def _mlp_fwd(act, x, w1, b1, w2, b2, keep, keep_prob):
@@ -85,10 +85,7 @@ def _mlp_bwd(act, keep_prob, residuals, dout):
     x, w1, b1, w2, b2, keep, u = residuals
     dw2 = _hidden(act, u, keep, keep_prob).T @ dout
     db2 = None if b2 is None else jnp.sum(dout, axis=0)
-    dh = dout @ w2.T
-    if keep is not None:
-        dh = jax.lax.select(keep, dh / keep_prob, jnp.zeros_like(dh))
-    du = _activation_vjp(act, u, dh)
+    du = _activation_vjp(act, u, apply_keep_mask(dout @ w2.T, keep, keep_prob))
     dw1 = x.T @ du
     db1 = None if b1 is None else jnp.sum(du, axis=0)
     return du @ w1.T, dw1, db1, dw2, db2, None

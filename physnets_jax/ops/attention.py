@@ -8,6 +8,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from physnets_jax.ops.dropout import apply_keep_mask
+
 
 def ripple_bias(decay_H: jax.Array, q_pos_T: jax.Array, k_pos_S: jax.Array) -> jax.Array:
     """Ripple field |lambda_h| * min(j - i, 0) for query positions i and key positions j: (H, T, S)."""
@@ -106,20 +108,13 @@ def _scores_and_mask(q, k, slopes_H, with_decay):
     return scores, pos[None, :] <= pos[:, None], dist_TxT
 
 
-def _drop(x, keep, keep_prob):
-    """x with the dropped entries 0 and the kept ones scaled by 1 / keep_prob (Dropout's form)."""
-    if keep is None:
-        return x
-    return jax.lax.select(keep, x / keep_prob, jnp.zeros_like(x))
-
-
 def _self_attention_fwd(q, k, v, slopes_H, keep, with_decay, keep_prob):
     scores, visible, _ = _scores_and_mask(q, k, slopes_H, with_decay)
     scores = jnp.where(visible, scores, -jnp.inf)
     row_max = jnp.max(scores, axis=-1, keepdims=True)
     unnormalised = jnp.exp(scores - row_max)
     row_sum = jnp.sum(unnormalised, axis=-1, keepdims=True)
-    out = jnp.einsum("bhts,bhsd->bhtd", _drop(unnormalised / row_sum, keep, keep_prob), v)
+    out = jnp.einsum("bhts,bhsd->bhtd", apply_keep_mask(unnormalised / row_sum, keep, keep_prob), v)
     lse_BxHxT = (row_max + jnp.log(row_sum))[..., 0]
     return out, (q, k, v, slopes_H, keep, out, lse_BxHxT)
 
@@ -128,8 +123,8 @@ def _self_attention_bwd(with_decay, keep_prob, residuals, dout):
     q, k, v, slopes_H, keep, out, lse = residuals
     scores, visible, dist_TxT = _scores_and_mask(q, k, slopes_H, with_decay)
     weights = jnp.exp(jnp.where(visible, scores - lse[..., None], -jnp.inf))
-    dv = jnp.einsum("bhts,bhtd->bhsd", _drop(weights, keep, keep_prob), dout)
-    dweights = _drop(jnp.einsum("bhtd,bhsd->bhts", dout, v), keep, keep_prob)
+    dv = jnp.einsum("bhts,bhtd->bhsd", apply_keep_mask(weights, keep, keep_prob), dout)
+    dweights = apply_keep_mask(jnp.einsum("bhtd,bhsd->bhts", dout, v), keep, keep_prob)
     # sum_s weights * dweights = sum_d dout * out holds with dropout too (out = dropped weights v)
     row_dot = jnp.sum(dout * out, axis=-1, keepdims=True)
     dscores = weights * (dweights - row_dot)
