@@ -26,7 +26,7 @@ class RippleAttention(nnx.Module):
         self.query = dense(n, n, bias=cfg.bias, std=cfg.init_std, rngs=rngs)
         self.key = dense(n, n, bias=cfg.bias, std=cfg.init_std, rngs=rngs)
         self.value = dense(n, n, bias=cfg.bias, std=cfg.init_std, rngs=rngs)
-        self.decay = nnx.Param(jnp.full((cfg.n_head,), cfg.ripple.decay_init))
+        self.decay = nnx.Param(jnp.full((cfg.n_head,), cfg.ripple.decay_init, jnp.float32))
         self.attn_drop = Dropout(cfg.dropout, rngs=rngs)
         if cfg.attn_out_proj:
             self.out = dense(n, n, bias=cfg.bias, std=cfg.residual_init_std, rngs=rngs)

@@ -212,7 +212,7 @@ class WaveAttention(nnx.Module):
             self.q_proj, self.k_proj = lin(H * W), lin(H * W)
             self.q_phase = nnx.Param(jnp.zeros((1, H, 1, W)))
             self.k_phase = nnx.Param(jnp.zeros((1, H, 1, W)))
-            self.temperature = nnx.Param(jnp.full((1,), W**0.5))
+            self.temperature = nnx.Param(jnp.full((1,), W**0.5, jnp.float32))
         elif self.variant == "physics":
             self.freq_proj, self.phase_proj, self.amp_proj = lin(H * W), lin(H * W), lin(H * W)
             self.temperature = nnx.Param(jnp.ones((1,)))
