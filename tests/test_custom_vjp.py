@@ -5,17 +5,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from physnets_jax.ops.attention import causal_attention, causal_self_attention
+from physnets_jax.ops.attention import causal_attention, causal_self_attention, query_tiles
 
 
 @pytest.mark.parametrize("with_decay", [False, True])
 @pytest.mark.parametrize("keep_prob", [1.0, 0.7])
-def test_self_attention_gradients_match_autodiff(with_decay, keep_prob, x64):
+@pytest.mark.parametrize("T", [7, 150])  # one query tile; three (64, 64, 22 rows)
+def test_self_attention_gradients_match_autodiff(with_decay, keep_prob, T, x64):
     rng = np.random.default_rng(0)
-    q, k, v = (jnp.asarray(rng.standard_normal((2, 3, 7, 4))) for _ in range(3))
-    decay = jnp.asarray([-0.8, 0.3, -2.0]) if with_decay else None
-    cotangent = jnp.asarray(rng.standard_normal((2, 3, 7, 4)))
-    keep = jnp.asarray(rng.random((2, 3, 7, 7)) < keep_prob) if keep_prob < 1 else None
+    q, k, v = (jnp.asarray(rng.standard_normal((2, 3, T, 4))) for _ in range(3))
+    decay = jnp.asarray([-0.08, 0.03, -0.2]) if with_decay else None
+    cotangent = jnp.asarray(rng.standard_normal((2, 3, T, 4)))
+    keep = jnp.asarray(rng.random((2, 3, T, T)) < keep_prob) if keep_prob < 1 else None
 
     def dropout(w):  # what nnx.Dropout does with this mask
         return w if keep is None else jnp.where(keep, w / keep_prob, 0.0)
@@ -38,6 +39,14 @@ def test_self_attention_gradients_match_autodiff(with_decay, keep_prob, x64):
             continue
         assert np.abs(np.asarray(e)).max() > 1e-3, name  # a real gradient, not an all-zero one
         np.testing.assert_allclose(np.asarray(g), np.asarray(e), atol=1e-12, err_msg=name)
+
+
+def test_query_tiles_cover_the_sequence_once():
+    assert query_tiles(7) == [(0, 7)]
+    assert query_tiles(150) == [(0, 64), (64, 128), (128, 150)]
+    tiles = query_tiles(4096)
+    assert len(tiles) == 16 and tiles[0] == (0, 256) and tiles[-1] == (3840, 4096)
+    assert all(a[1] == b[0] for a, b in zip(tiles, tiles[1:]))
 
 
 def test_layer_dropout_path_draws_the_dropout_layers_mask(x64):

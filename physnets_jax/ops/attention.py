@@ -78,7 +78,9 @@ def causal_self_attention(
     q, k and the saved row log-sum-exp (B, H, T) instead of keeping the (B, H, T, T) weights and
     the softmax's intermediates: under jax.grad of a layer scan, XLA on CPU stacked all of them per
     layer into fresh zero-filled buffers, which cost more than the extra q k^T matmul. Only the
-    boolean keep mask is kept from the forward.
+    boolean keep mask is kept from the forward. Both passes run over the query tiles of
+    `query_tiles(T)`, each against the keys it can see, so most of the masked half of the (T, T)
+    scores is never computed.
     """
     T = q_BxHxTxD.shape[2]
     if k_BxHxTxD.shape[2] != T or v_BxHxTxD.shape[2] != T:
@@ -97,47 +99,75 @@ def causal_self_attention(
     return _self_attention(q_BxHxTxD, k_BxHxTxD, v_BxHxTxD, slopes_H, keep_BxHxTxT, with_decay, float(keep_prob))
 
 
-def _scores_and_mask(q, k, slopes_H, with_decay):
-    """Scaled, ripple-biased scores (B, H, T, T) and the causal mask (T, T)."""
-    T = q.shape[2]
-    pos = jnp.arange(T)
-    scores = jnp.einsum("bhtd,bhsd->bhts", q, k) * q.shape[-1] ** -0.5
-    dist_TxT = jnp.minimum(pos[None, :] - pos[:, None], 0).astype(scores.dtype)
+# Query rows per tile of the hand-written attention. Tile i (queries iC..(i+1)C) computes scores
+# against keys 0..(i+1)C only, so the (T, T) work above the diagonal is skipped except inside the
+# diagonal tiles: with n tiles, (n + 1) / (2n) of the dense work. Measured on CPU (forward +
+# backward of one layer, 6 heads of 64, batch x T = 2048): T=256, 4 tiles: 14.4 vs 18.7 ms dense;
+# T=1024, 16 tiles: 41 vs 73 ms; T=4096, 16 tiles: 300 vs 892 ms. At most 16 tiles, since every
+# tile is its own set of ops in the compiled step.
+MIN_QUERY_TILE = 64
+MAX_QUERY_TILES = 16
+
+
+def query_tiles(T: int) -> list[tuple[int, int]]:
+    """The (start, stop) query rows of each tile causal_self_attention computes separately."""
+    size = max(MIN_QUERY_TILE, -(-T // MAX_QUERY_TILES))
+    return [(start, min(start + size, T)) for start in range(0, T, size)]
+
+
+def _tile_scores(q_tile, k_visible, slopes_H, with_decay, start):
+    """Scaled, ripple-biased scores (B, H, C, S) of the queries start..start+C against keys 0..S,
+    the causal mask (C, S) and the distance min(j - i, 0) (C, S)."""
+    C, S = q_tile.shape[2], k_visible.shape[2]
+    q_pos, k_pos = start + jnp.arange(C), jnp.arange(S)
+    scores = jnp.einsum("bhtd,bhsd->bhts", q_tile, k_visible) * q_tile.shape[-1] ** -0.5
+    dist_CxS = jnp.minimum(k_pos[None, :] - q_pos[:, None], 0).astype(scores.dtype)
     if with_decay:
-        scores = scores + slopes_H.astype(scores.dtype)[None, :, None, None] * dist_TxT
-    return scores, pos[None, :] <= pos[:, None], dist_TxT
+        scores = scores + slopes_H.astype(scores.dtype)[None, :, None, None] * dist_CxS
+    return scores, k_pos[None, :] <= q_pos[:, None], dist_CxS
+
+
+def _tile_keep(keep, start, stop):
+    return None if keep is None else keep[:, :, start:stop, :stop]
 
 
 def _self_attention_fwd(q, k, v, slopes_H, keep, with_decay, keep_prob):
-    scores, visible, _ = _scores_and_mask(q, k, slopes_H, with_decay)
-    scores = jnp.where(visible, scores, -jnp.inf)
-    row_max = jnp.max(scores, axis=-1, keepdims=True)
-    unnormalised = jnp.exp(scores - row_max)
-    row_sum = jnp.sum(unnormalised, axis=-1, keepdims=True)
-    out = jnp.einsum("bhts,bhsd->bhtd", apply_keep_mask(unnormalised / row_sum, keep, keep_prob), v)
-    lse_BxHxT = (row_max + jnp.log(row_sum))[..., 0]
-    return out, (q, k, v, slopes_H, keep, out, lse_BxHxT)
+    outs, lses = [], []
+    for start, stop in query_tiles(q.shape[2]):
+        scores, visible, _ = _tile_scores(q[:, :, start:stop], k[:, :, :stop], slopes_H, with_decay, start)
+        scores = jnp.where(visible, scores, -jnp.inf)
+        row_max = jnp.max(scores, axis=-1, keepdims=True)
+        unnormalised = jnp.exp(scores - row_max)
+        row_sum = jnp.sum(unnormalised, axis=-1, keepdims=True)
+        weights = apply_keep_mask(unnormalised / row_sum, _tile_keep(keep, start, stop), keep_prob)
+        outs.append(jnp.einsum("bhts,bhsd->bhtd", weights, v[:, :, :stop]))
+        lses.append((row_max + jnp.log(row_sum))[..., 0])
+    out = jnp.concatenate(outs, axis=2)
+    return out, (q, k, v, slopes_H, keep, out, jnp.concatenate(lses, axis=2))
 
 
 def _self_attention_bwd(with_decay, keep_prob, residuals, dout):
     q, k, v, slopes_H, keep, out, lse = residuals
-    scores, visible, dist_TxT = _scores_and_mask(q, k, slopes_H, with_decay)
-    weights = jnp.exp(jnp.where(visible, scores - lse[..., None], -jnp.inf))
-    dv = jnp.einsum("bhts,bhtd->bhsd", apply_keep_mask(weights, keep, keep_prob), dout)
-    dweights = apply_keep_mask(jnp.einsum("bhtd,bhsd->bhts", dout, v), keep, keep_prob)
+    scale = q.shape[-1] ** -0.5
     # sum_s weights * dweights = sum_d dout * out holds with dropout too (out = dropped weights v)
     row_dot = jnp.sum(dout * out, axis=-1, keepdims=True)
-    dscores = weights * (dweights - row_dot)
-    scale = q.shape[-1] ** -0.5
-    dq = jnp.einsum("bhts,bhsd->bhtd", dscores, k) * scale
-    dk = jnp.einsum("bhts,bhtd->bhsd", dscores, q) * scale
-    if with_decay:
-        B, H, T, _ = dscores.shape
-        # a matrix-vector product over the flattened (t, s) axis, then a sum over the batch
-        dslopes = jnp.sum(dscores.reshape(B, H, T * T) @ dist_TxT.reshape(T * T), axis=0)
-    else:
-        dslopes = jnp.zeros_like(slopes_H)
-    return dq, dk, dv, dslopes.astype(slopes_H.dtype), None
+    dq_tiles, dk, dv = [], jnp.zeros_like(k), jnp.zeros_like(v)
+    dslopes = jnp.zeros(slopes_H.shape, jnp.result_type(q.dtype, slopes_H.dtype))
+    for start, stop in query_tiles(q.shape[2]):
+        q_tile, dout_tile, tile_keep = q[:, :, start:stop], dout[:, :, start:stop], _tile_keep(keep, start, stop)
+        scores, visible, dist_CxS = _tile_scores(q_tile, k[:, :, :stop], slopes_H, with_decay, start)
+        weights = jnp.exp(jnp.where(visible, scores - lse[:, :, start:stop, None], -jnp.inf))
+        dv = dv.at[:, :, :stop].add(
+            jnp.einsum("bhts,bhtd->bhsd", apply_keep_mask(weights, tile_keep, keep_prob), dout_tile))
+        dweights = apply_keep_mask(jnp.einsum("bhtd,bhsd->bhts", dout_tile, v[:, :, :stop]), tile_keep, keep_prob)
+        dscores = weights * (dweights - row_dot[:, :, start:stop])
+        dq_tiles.append(jnp.einsum("bhts,bhsd->bhtd", dscores, k[:, :, :stop]) * scale)
+        dk = dk.at[:, :, :stop].add(jnp.einsum("bhts,bhtd->bhsd", dscores, q_tile) * scale)
+        if with_decay:
+            B, H, C, S = dscores.shape
+            # a matrix-vector product over the flattened (t, s) axis, then a sum over the batch
+            dslopes = dslopes + jnp.sum(dscores.reshape(B, H, C * S) @ dist_CxS.reshape(C * S), axis=0)
+    return jnp.concatenate(dq_tiles, axis=2), dk, dv, dslopes.astype(slopes_H.dtype), None
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
