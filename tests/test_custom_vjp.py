@@ -46,7 +46,7 @@ def test_query_tiles_cover_the_sequence_once():
     assert query_tiles(150) == [(0, 64), (64, 128), (128, 150)]
     tiles = query_tiles(4096)
     assert len(tiles) == 16 and tiles[0] == (0, 256) and tiles[-1] == (3840, 4096)
-    assert all(a[1] == b[0] for a, b in zip(tiles, tiles[1:]))
+    assert all(a[1] == b[0] for a, b in zip(tiles[:-1], tiles[1:], strict=True))
 
 
 def test_layer_dropout_path_draws_the_dropout_layers_mask(x64):
