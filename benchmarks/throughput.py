@@ -18,6 +18,7 @@ import argparse
 import json
 import pathlib
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -77,15 +78,8 @@ def _cell_jax(cfg, batch: int, seq: int, steps: int, gen_tokens: int) -> dict:
     from physnets_jax.generate import generate
 
     step = JaxTrainStep(cfg, np.random.default_rng(0).integers(0, cfg.vocab_size, (batch, seq)),
-                        total_steps=steps + 2)
-    for _ in range(2):  # compile, then one more call so that any retrace is outside the timing
-        loss = step()
-    jax.block_until_ready(loss)
-    start = time.perf_counter()
-    for _ in range(steps):
-        loss = step()
-    jax.block_until_ready(loss)
-    train_s = (time.perf_counter() - start) / steps
+                        total_steps=steps + WARMUP_STEPS)
+    train_s = _median_step_seconds(lambda: jax.block_until_ready(step()), steps)
     model = step.model()
     out = {"params": step.n_params, "train_tok_s": batch * seq / train_s, "train_step_s": train_s}
     out.update(_generation(lambda p, n, cache: generate(model, p, n, greedy=True, use_cache=cache),
@@ -109,18 +103,29 @@ def _cell_torch(cfg, batch: int, seq: int, steps: int, gen_tokens: int, compiled
     step = torch_train_step(model, x, lambda f, t: cross_entropy(f(t), t),
                             forward=torch.compile(model) if compiled else None)
 
-    step()
-    if compiled:
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    train_s = (time.perf_counter() - start) / steps
+    train_s = _median_step_seconds(step, steps)
     out = {"params": n_params, "train_tok_s": batch * seq / train_s, "train_step_s": train_s}
     if not compiled:
         out.update(_generation(lambda p, n, cache: generate(model, torch.from_numpy(p), n, greedy=True, use_cache=cache),
                                cfg, gen_tokens, lambda t: t))
     return out
+
+
+WARMUP_STEPS = 5
+
+
+def _median_step_seconds(step, steps: int) -> float:
+    """Median seconds of `steps` calls of step() (each runs one training step to completion) after
+    WARMUP_STEPS untimed ones: compilation, and the first steps after it, which run slower
+    (ripplegpt-small in JAX: 628 ms per step for steps 3-7, 400 ms from step 8 on)."""
+    for _ in range(WARMUP_STEPS):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def _generation(run, cfg, gen_tokens: int, to_host) -> dict:
@@ -201,7 +206,8 @@ def main() -> None:
                         "linear-time mixers also 16384)")
     parser.add_argument("--batch", type=int, default=None, help="sequences per step at seq 256 (fewer at longer seqs: "
                         "tokens per step stay batch x 256)")
-    parser.add_argument("--steps", type=int, default=None, help="timed training steps per cell")
+    parser.add_argument("--steps", type=int, default=None, help="timed training steps per cell (median; default 5, "
+                        f"after {WARMUP_STEPS} untimed)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile column of the full run")
     parser.add_argument("--cell-timeout", type=float, default=1200, help="seconds before a cell is abandoned")
     parser.add_argument("--cell", default=None, help=argparse.SUPPRESS)
@@ -221,7 +227,7 @@ def main() -> None:
     ] + ["gpt+op", "ripplegpt+op", "wave_gpt+linear"]
     seqs = [int(s) for s in args.seqs.split(",")] if args.seqs else ([256] if args.quick else [256, 1024, 4096])
     batch = args.batch or (4 if args.quick else 8)
-    steps = args.steps or 3
+    steps = args.steps or 5
     backends = ["jax", "torch"] + ([] if args.quick or args.no_compile else ["torch.compile"])
     peak = matmul_peak_gflops(1024 if args.quick else 2048)
     rows = []
