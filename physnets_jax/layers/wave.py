@@ -287,28 +287,16 @@ class WaveAttention(nnx.Module):
 
     def _pure(self, x_BxTxD, v, t_pos, q_pos, pos0, cache):
         W = self.cfg.wave.n_waves
-        scale = W**0.25
-        q = jnp.sin(self._heads(self.q_freq(x_BxTxD)) * t_pos + self._heads(self.q_phase(x_BxTxD)))
-        k = jnp.sin(self._heads(self.k_freq(x_BxTxD)) * t_pos + self._heads(self.k_phase(x_BxTxD)))
-        q = _l2_normalize(q) * scale
-        k = _l2_normalize(k) * scale
+        projections = [self._heads(p(x_BxTxD)) for p in (self.q_freq, self.q_phase, self.k_freq, self.k_phase)]
         count = (q_pos + 1).astype(x_BxTxD.dtype)[None, None, :, None]  # positions attended
         if self.mode == "linear":
             state = None if cache is None else (cache["S"], cache["z"])
-            if self.kernel_name == "linear":
-                # identity kernel: exactly the quadratic identity result g_h (q_t . k_s) / sqrt(t+1)
-                out, (S, z) = causal_linear_attention(
-                    q, k, v, normalize=False, chunk_size=self.cfg.wave.chunk_size, state=state, return_state=True
-                )
-                out = out * self.interference_scale[...] / jnp.sqrt(count)
-            else:
-                qf, kf = feature_map(q, self.kernel_name), feature_map(k, self.kernel_name)
-                out, (S, z) = causal_linear_attention(
-                    qf, kf, v, normalize=True, eps=1e-6, chunk_size=self.cfg.wave.chunk_size, state=state,
-                    return_state=True,
-                )
-            new_cache = None if cache is None else {"S": S, "z": z, "pos": pos0 + q.shape[2]}
+            gain = self.interference_scale[...] / jnp.sqrt(count) if self.kernel_name == "linear" else None
+            out, (S, z) = _pure_linear_attention(*projections, v, t_pos, gain, state, self.kernel_name,
+                                                 self.cfg.wave.chunk_size)
+            new_cache = None if cache is None else {"S": S, "z": z, "pos": pos0 + v.shape[2]}
             return out, new_cache
+        q, k = _wave_query_key(*projections, t_pos, W)
         k_all, v_all, kv_len, new_cache = self._kv(cache, {"k": k, "v": v}, pos0, q.shape[2])
         scores = jnp.einsum("bhtw,bhsw->bhts", q, k_all["k"]) * self.interference_scale[...]
         if self.kernel_name == "exp":
@@ -317,6 +305,31 @@ class WaveAttention(nnx.Module):
         weights = jnp.where(_visible(q_pos, scores.shape[-1], kv_len), weights, 0.0)
         weights = self.attn_drop(weights / jnp.sqrt(count))
         return jnp.einsum("bhts,bhsd->bhtd", weights, v_all), new_cache
+
+
+def _wave_query_key(q_freq, q_phase, k_freq, k_phase, t_pos, n_waves):
+    """Pure wave queries and keys (B, H, T, W): n_waves^0.25 * unit(sin(freq * t + phase))."""
+    scale = n_waves**0.25
+    q = _l2_normalize(jnp.sin(q_freq * t_pos + q_phase)) * scale
+    k = _l2_normalize(jnp.sin(k_freq * t_pos + k_phase)) * scale
+    return q, k
+
+
+@functools.partial(jax.checkpoint, static_argnums=(8, 9))
+def _pure_linear_attention(q_freq, q_phase, k_freq, k_phase, v, t_pos, gain, state, kernel_name, chunk_size):
+    """Pure wave attention in linear mode from the four projections (B, H, T, W) and v (B, H, T, hd):
+    (out (B, H, T, hd), (S, z)). Rematerialised in the backward: under jax.grad of the layer
+    scan XLA stacked some twenty (B, H, T, W)-sized intermediates of sin, the normalisation and the
+    feature map per layer (on CPU ~40% of a wave_gpt+linear step); recomputing them is cheaper."""
+    q, k = _wave_query_key(q_freq, q_phase, k_freq, k_phase, t_pos, q_freq.shape[-1])
+    if kernel_name == "linear":
+        # identity kernel: exactly the quadratic identity result g_h (q_t . k_s) / sqrt(t+1)
+        out, new_state = causal_linear_attention(q, k, v, normalize=False, chunk_size=chunk_size, state=state,
+                                                 return_state=True)
+        return out * gain, new_state
+    qf, kf = feature_map(q, kernel_name), feature_map(k, kernel_name)
+    return causal_linear_attention(qf, kf, v, normalize=True, eps=1e-6, chunk_size=chunk_size, state=state,
+                                   return_state=True)
 
 
 def wave_activation(x: jax.Array, kind: str = "sin") -> jax.Array:
