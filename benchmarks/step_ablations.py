@@ -15,6 +15,12 @@ framework with the flags above, so a loaded machine changes the figures little):
     nnx.Dropout + autodiff attention : what these replaced
     dropout 0  : the same model without dropout (what dropout costs at all)
   torch rows: physnets_torch eager with and without dropout, for the same ratio.
+  ripplegpt-small at seq 1024 (batch 2 x 1024, dropout 0):
+    as built   : the hand-written attention over query tiles, each against the keys it sees
+    one tile   : the whole (T, T) score matrix, masked half included
+  wave_gpt+linear-small (pure wave attention, chunked linear mode, batch 8 x 256, dropout 0):
+    as built   : the attention from its projections rematerialised in the backward
+    no remat   : XLA's autodiff residuals, stacked per layer by the layer scan
 
 `--quick` runs nano sizes (a smoke test of the script).
 """
@@ -85,11 +91,53 @@ def _undo_dropout_changes():
     return undone()
 
 
+def _long_rows(steps: dict, jax_step, torch_step, size: str, rng) -> None:
+    """The query-tile and wave-remat rows (see the module doc)."""
+    from benchmarks.throughput import _cfg
+    from physnets_jax.layers import wave
+    from physnets_jax.ops import attention
+
+    seq = 256 if size == "nano" else 1024
+    cfg = _cfg("ripplegpt", size, seq)
+    tokens = rng.integers(0, cfg.vocab_size, (2, seq))
+    model = f"ripplegpt, seq {seq}"
+    steps[(model, "jax, as built (query tiles)")] = jax_step(cfg, tokens)
+    with _patched(attention, MIN_QUERY_TILE=seq, MAX_QUERY_TILES=1):
+        steps[(model, "jax, one tile (whole score matrix)")] = jax_step(cfg, tokens)
+    steps[(model, "torch eager")] = torch_step(cfg, tokens)
+    cfg = _cfg("wave_gpt+linear", size, 256)
+    tokens = rng.integers(0, cfg.vocab_size, (2 if size == "nano" else 8, 256))
+    steps[("wave_gpt+linear", "jax, as built (rematerialised)")] = jax_step(cfg, tokens)
+    with _patched(wave, _pure_linear_attention=wave._pure_linear_attention.__wrapped__):
+        steps[("wave_gpt+linear", "jax, no remat")] = jax_step(cfg, tokens)
+    steps[("wave_gpt+linear", "torch eager")] = torch_step(cfg, tokens)
+
+
+def _patched(module, **values):
+    """Context: module attributes set to `values` while models are traced, restored after."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def patched():
+        saved = {name: getattr(module, name) for name in values}
+        for name, value in values.items():
+            setattr(module, name, value)
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                setattr(module, name, value)
+
+    return patched()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="nano sizes, batch 2 x 64 (smoke test)")
     parser.add_argument("--presets", default="ripplegpt,gpt", help="dropout rows: comma-separated presets")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--long-rows", action="store_true", help="with --quick: also the query-tile and wave "
+                        "remat rows (always on without --quick)")
     add_malloc_option(parser)
     args = parser.parse_args()
     malloc_line = apply_malloc_option(args)
@@ -135,6 +183,8 @@ def main() -> None:
         steps[(name, "jax, dropout 0")] = jax_step(dataclasses.replace(cfg, dropout=0.0), tokens)
         steps[(name, f"torch eager (dropout {cfg.dropout})")] = torch_step(cfg, tokens)
         steps[(name, "torch eager, dropout 0")] = torch_step(dataclasses.replace(cfg, dropout=0.0), tokens)
+    if not args.quick or args.long_rows:
+        _long_rows(steps, jax_step, torch_step, size, rng)
     secs = interleaved_median_seconds(steps, warmup=2, repeats=args.repeats, cpu_time=True)
     rows = []
     for (model, variant), s in secs.items():

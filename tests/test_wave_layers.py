@@ -245,3 +245,30 @@ def test_seed_ablations_resolve_to_valid_configs():
     assert make_ablation("pure_wave_linear")["overrides"]["wave.mode"] == "linear"
     with pytest.raises(ValueError, match="unknown ablation 'pure'; valid choices: classic, baseline"):
         make_ablation("pure")
+
+
+def test_interference_attention_with_dropout_draws_the_layers_mask(x64):
+    """Training mode: the hand-written attention path drops the same weights as the plain
+    softmax(q.k / temperature) with the layer's own Dropout (a clone of it, same stream)."""
+    from einops import rearrange
+
+    from physnets_jax.layers.wave import _l2_normalize
+    from physnets_jax.ops.attention import causal_attention
+
+    mixer = jl.MIXERS["wave"](_cfg("interference", "elu1", "quadratic", dropout=0.3), 0, rngs=nnx.Rngs(1))
+    cast_params(mixer, jnp.float64)
+    mixer.temperature[...] = jnp.asarray([1.7])
+    twin = nnx.clone(mixer)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 7, 16)))
+    got = mixer(x)
+
+    def heads(y):
+        return rearrange(y, "b t (h w) -> b h t w", h=2)
+
+    q = _l2_normalize(heads(twin.q_proj(x)) + twin.q_phase[...]) / 1.7
+    k = _l2_normalize(heads(twin.k_proj(x)) + twin.k_phase[...])
+    out = causal_attention(q * 2.0, k, heads(twin.v_proj(x)), weights_dropout=twin.attn_drop)  # W=4: 1/sqrt(W) undone
+    want = twin.o_proj(rearrange(out, "b h t d -> b t (h d)"))
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    mixer.eval()
+    assert not np.allclose(got, mixer(x))  # something was dropped

@@ -16,6 +16,7 @@ from einops import rearrange
 from flax import nnx
 
 from physnets_core.config import ModelConfig
+from physnets_jax.layers.attention import attend_with_cache
 from physnets_jax.layers.dense import dense
 from physnets_jax.layers.dropout import Dropout
 from physnets_jax.layers.embedding import Embed
@@ -251,9 +252,15 @@ class WaveAttention(nnx.Module):
         if self.variant == "interference":
             q = _l2_normalize(self._heads(self.q_proj(x_BxTxD)) + self.q_phase[...])
             k = _l2_normalize(self._heads(self.k_proj(x_BxTxD)) + self.k_phase[...])
-            k_all, v_all, kv_len, new_cache = self._kv(cache, {"k": k, "v": v}, pos0, T)
-            scores = jnp.einsum("bhtw,bhsw->bhts", q, k_all["k"]) / self.temperature[...]
-            out = _softmax_attend(scores, _visible(q_pos, scores.shape[-1], kv_len), v_all, self.attn_drop)
+            if cache is None:
+                # softmax(q.k / temperature) = softmax(q'.k / sqrt(W)) with q' = q sqrt(W) / temperature:
+                # the hand-written causal attention (query tiles, no stacked (T, T) residuals)
+                q = q * (self.cfg.wave.n_waves**0.5 / self.temperature[...])
+                out, _ = attend_with_cache(q, k, v, None, weights_dropout=self.attn_drop)
+            else:
+                k_all, v_all, kv_len, new_cache = self._kv(cache, {"k": k, "v": v}, pos0, T)
+                scores = jnp.einsum("bhtw,bhsw->bhts", q, k_all["k"]) / self.temperature[...]
+                out = _softmax_attend(scores, _visible(q_pos, scores.shape[-1], kv_len), v_all, self.attn_drop)
         elif self.variant == "physics":
             theta = self._heads(self.freq_proj(x_BxTxD)) * t_pos + self._heads(self.phase_proj(x_BxTxD))
             amp = jax.nn.softplus(self._heads(self.amp_proj(x_BxTxD))) + 1e-8
