@@ -79,7 +79,7 @@ def main() -> None:
         "jax forward+backward": lambda: jax.block_until_ready(jax_grad(params, rest, x)),
         "torch forward": torch_forward,
         "torch forward+backward": torch_grad,
-    }, warmup=2, repeats=5, cpu_time=args.cpu_time)
+    }, repeats=5, cpu_time=args.cpu_time)
     rows = []
     for backend in ("jax", "torch"):
         fwd, both = secs[f"{backend} forward"], secs[f"{backend} forward+backward"]

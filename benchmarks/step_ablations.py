@@ -185,7 +185,7 @@ def main() -> None:
         steps[(name, "torch eager, dropout 0")] = torch_step(dataclasses.replace(cfg, dropout=0.0), tokens)
     if not args.quick or args.long_rows:
         _long_rows(steps, jax_step, torch_step, size, rng)
-    secs = interleaved_median_seconds(steps, warmup=2, repeats=args.repeats, cpu_time=True)
+    secs = interleaved_median_seconds(steps, repeats=args.repeats, cpu_time=True)
     rows = []
     for (model, variant), s in secs.items():
         first = next(v for (m, _), v in secs.items() if m == model)

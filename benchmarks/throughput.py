@@ -18,13 +18,14 @@ import argparse
 import json
 import pathlib
 import resource
-import statistics
 import subprocess
 import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.timing import WARMUP_CALLS  # noqa: E402
 
 VARIANTS = {
     "op": dict(residual="orthogonal_parallel"),  # lof310's orthogonal-parallel residuals
@@ -78,7 +79,7 @@ def _cell_jax(cfg, batch: int, seq: int, steps: int, gen_tokens: int) -> dict:
     from physnets_jax.generate import generate
 
     step = JaxTrainStep(cfg, np.random.default_rng(0).integers(0, cfg.vocab_size, (batch, seq)),
-                        total_steps=steps + WARMUP_STEPS)
+                        total_steps=steps + WARMUP_CALLS)
     train_s = _median_step_seconds(lambda: jax.block_until_ready(step()), steps)
     model = step.model()
     out = {"params": step.n_params, "train_tok_s": batch * seq / train_s, "train_step_s": train_s}
@@ -111,21 +112,12 @@ def _cell_torch(cfg, batch: int, seq: int, steps: int, gen_tokens: int, compiled
     return out
 
 
-WARMUP_STEPS = 5
-
-
 def _median_step_seconds(step, steps: int) -> float:
     """Median seconds of `steps` calls of step() (each runs one training step to completion) after
-    WARMUP_STEPS untimed ones: compilation, and the first steps after it, which run slower
-    (ripplegpt-small in JAX: 628 ms per step for steps 3-7, 400 ms from step 8 on)."""
-    for _ in range(WARMUP_STEPS):
-        step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    WARMUP_CALLS untimed ones (benchmarks.timing: compilation and the slower first steps)."""
+    from benchmarks.timing import median_seconds
+
+    return median_seconds(step, warmup=WARMUP_CALLS, repeats=steps)
 
 
 def _generation(run, cfg, gen_tokens: int, to_host) -> dict:
@@ -207,7 +199,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None, help="sequences per step at seq 256 (fewer at longer seqs: "
                         "tokens per step stay batch x 256)")
     parser.add_argument("--steps", type=int, default=None, help="timed training steps per cell (median; default 5, "
-                        f"after {WARMUP_STEPS} untimed)")
+                        f"after {WARMUP_CALLS} untimed)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile column of the full run")
     parser.add_argument("--cell-timeout", type=float, default=1200, help="seconds before a cell is abandoned")
     parser.add_argument("--cell", default=None, help=argparse.SUPPRESS)

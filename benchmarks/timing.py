@@ -7,8 +7,13 @@ import statistics
 import time
 from collections.abc import Callable
 
+# Untimed calls before timing: compilation, then the first executions, which run slower while the
+# process's heap grows to the step's peak (a JAX ripplegpt-small step: 628 ms for calls 3-7, 400 ms
+# from call 8 on; both frameworks get the same number).
+WARMUP_CALLS = 5
 
-def median_seconds(fn: Callable[[], object], *, warmup: int = 2, repeats: int = 5) -> float:
+
+def median_seconds(fn: Callable[[], object], *, warmup: int = WARMUP_CALLS, repeats: int = 5) -> float:
     """Median wall time of fn() over `repeats` calls after `warmup` calls (fn must block)."""
     for _ in range(warmup):
         fn()
@@ -21,7 +26,7 @@ def median_seconds(fn: Callable[[], object], *, warmup: int = 2, repeats: int = 
 
 
 def interleaved_median_seconds(
-    fns: dict[str, Callable[[], object]], *, warmup: int = 2, repeats: int = 5, cpu_time: bool = False
+    fns: dict[str, Callable[[], object]], *, warmup: int = WARMUP_CALLS, repeats: int = 5, cpu_time: bool = False
 ) -> dict[str, float]:
     """Median wall time of each callable, timed round-robin so that load changes on a shared
     machine hit every contender alike; with cpu_time, the process's CPU time (all threads, user
