@@ -32,8 +32,11 @@ def interleaved_median_seconds(
     machine hit every contender alike; with cpu_time, the process's CPU time (all threads, user
     + system) instead: the work a call did, without the time it waited for a core."""
     clock = time.process_time if cpu_time else time.perf_counter
-    for fn in fns.values():
-        for _ in range(warmup):
+    # Warm up in the same rotation as the timed rounds: the heap settles to the rotation's pattern
+    # (warmed one contender at a time, the first timed rounds of ripple_speed.py page-faulted 170-330
+    # MB into the JAX call after the torch models' turns, 627-916 ms instead of ~380 ms).
+    for _ in range(warmup):
+        for fn in fns.values():
             fn()
     times = {name: [] for name in fns}
     for _ in range(repeats):
