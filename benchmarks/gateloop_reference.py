@@ -111,7 +111,7 @@ def main() -> None:
             "physnets torch softmax": physnets_torch_step("attention", tokens),
             "physnets jax softmax": physnets_jax_step("attention", tokens),
         }
-        secs = interleaved_median_seconds({k: v[0] for k, v in contenders.items()}, warmup=2, repeats=args.repeats,
+        secs = interleaved_median_seconds({k: v[0] for k, v in contenders.items()}, repeats=args.repeats,
                                             cpu_time=args.cpu_time)
         for name, (_, n_params) in contenders.items():
             peer = "peer gateloop" if "gateloop" in name else "peer softmax"
