@@ -74,16 +74,47 @@ def gate_loop_scan_sequential(
 ) -> jax.Array:
     """Reference: the same states by a plain jax.lax.scan over `axis`, one step per position."""
     a, kv, axis = _prepare(a, kv, axis, h0)
-    a_T = jnp.moveaxis(a, axis, 0)
-    kv_T = jnp.moveaxis(kv, axis, 0)
+    h_T = _sequential_recurrence(jnp.moveaxis(a, axis, 0), jnp.moveaxis(kv, axis, 0))
+    return jnp.moveaxis(h_T, 0, axis)
+
+
+def _scan_states(a_T, kv_T):
+    """h_t = a_t h_{t-1} + kv_t over the leading axis by jax.lax.scan, h_{-1} = 0: kv_T's shape."""
 
     def step(h, a_kv):
         a_t, kv_t = a_kv
         h = a_t * h + kv_t
         return h, h
 
-    _, h_T = jax.lax.scan(step, jnp.zeros_like(kv_T[0]), (a_T, kv_T))
-    return jnp.moveaxis(h_T, 0, axis)
+    return jax.lax.scan(step, jnp.zeros_like(kv_T[0]), (a_T, kv_T))[1]
+
+
+@jax.custom_vjp
+def _sequential_recurrence(a_T, kv_T):
+    """_scan_states with a hand-written backward pass: the cotangent of a linear recurrence is the
+    same recurrence run backwards, lam_t = g_t + a_{t+1} lam_{t+1}; then d kv_t = lam_t and
+    d a_t = lam_t h_{t-1} (summed over the axes a broadcasts along). XLA's autodiff of the scan
+    stacked a_t and h_{t-1} per position with a dynamic-update-slice each, the larger part of a
+    GateLoop step's per-position ops on CPU."""
+    return _scan_states(a_T, kv_T)
+
+
+def _sequential_recurrence_fwd(a_T, kv_T):
+    h_T = _scan_states(a_T, kv_T)
+    return h_T, (a_T, h_T)
+
+
+def _sequential_recurrence_bwd(residuals, g_T):
+    a_T, h_T = residuals
+    a_next = jnp.concatenate([a_T[1:], jnp.zeros_like(a_T[:1])], axis=0)
+    lam_T = _scan_states(a_next[::-1], g_T[::-1])[::-1]
+    h_prev = jnp.concatenate([jnp.zeros_like(h_T[:1]), h_T[:-1]], axis=0)
+    broadcast_axes = tuple(d for d in range(a_T.ndim) if a_T.shape[d] == 1 and h_T.shape[d] != 1)
+    da_T = jnp.sum(lam_T * h_prev, axis=broadcast_axes, keepdims=True)
+    return da_T.astype(a_T.dtype), lam_T
+
+
+_sequential_recurrence.defvjp(_sequential_recurrence_fwd, _sequential_recurrence_bwd)
 
 
 @partial(jax.jit, static_argnames=("axis", "chunk"))
