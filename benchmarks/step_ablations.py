@@ -92,7 +92,9 @@ def _undo_dropout_changes():
 
 
 def _long_rows(steps: dict, jax_step, torch_step, size: str, rng) -> None:
-    """The query-tile and wave-remat rows (see the module doc)."""
+    """The query-tile and wave-remat rows (see the module doc); patches hold while models are traced."""
+    from unittest import mock
+
     from benchmarks.throughput import _cfg
     from physnets_jax.layers import wave
     from physnets_jax.ops import attention
@@ -102,33 +104,15 @@ def _long_rows(steps: dict, jax_step, torch_step, size: str, rng) -> None:
     tokens = rng.integers(0, cfg.vocab_size, (2, seq))
     model = f"ripplegpt, seq {seq}"
     steps[(model, "jax, as built (query tiles)")] = jax_step(cfg, tokens)
-    with _patched(attention, MIN_QUERY_TILE=seq, MAX_QUERY_TILES=1):
+    with mock.patch.multiple(attention, MIN_QUERY_TILE=seq, MAX_QUERY_TILES=1):
         steps[(model, "jax, one tile (whole score matrix)")] = jax_step(cfg, tokens)
     steps[(model, "torch eager")] = torch_step(cfg, tokens)
     cfg = _cfg("wave_gpt+linear", size, 256)
     tokens = rng.integers(0, cfg.vocab_size, (2 if size == "nano" else 8, 256))
     steps[("wave_gpt+linear", "jax, as built (rematerialised)")] = jax_step(cfg, tokens)
-    with _patched(wave, _pure_linear_attention=wave._pure_linear_attention.__wrapped__):
+    with mock.patch.multiple(wave, _pure_linear_attention=wave._pure_linear_attention.__wrapped__):
         steps[("wave_gpt+linear", "jax, no remat")] = jax_step(cfg, tokens)
     steps[("wave_gpt+linear", "torch eager")] = torch_step(cfg, tokens)
-
-
-def _patched(module, **values):
-    """Context: module attributes set to `values` while models are traced, restored after."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def patched():
-        saved = {name: getattr(module, name) for name in values}
-        for name, value in values.items():
-            setattr(module, name, value)
-        try:
-            yield
-        finally:
-            for name, value in saved.items():
-                setattr(module, name, value)
-
-    return patched()
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.timing import WARMUP_CALLS  # noqa: E402
+from benchmarks.timing import WARMUP_CALLS, median_seconds  # noqa: E402
 
 VARIANTS = {
     "op": dict(residual="orthogonal_parallel"),  # lof310's orthogonal-parallel residuals
@@ -80,7 +80,7 @@ def _cell_jax(cfg, batch: int, seq: int, steps: int, gen_tokens: int) -> dict:
 
     step = JaxTrainStep(cfg, np.random.default_rng(0).integers(0, cfg.vocab_size, (batch, seq)),
                         total_steps=steps + WARMUP_CALLS)
-    train_s = _median_step_seconds(lambda: jax.block_until_ready(step()), steps)
+    train_s = median_seconds(lambda: jax.block_until_ready(step()), repeats=steps)
     model = step.model()
     out = {"params": step.n_params, "train_tok_s": batch * seq / train_s, "train_step_s": train_s}
     out.update(_generation(lambda p, n, cache: generate(model, p, n, greedy=True, use_cache=cache),
@@ -104,20 +104,12 @@ def _cell_torch(cfg, batch: int, seq: int, steps: int, gen_tokens: int, compiled
     step = torch_train_step(model, x, lambda f, t: cross_entropy(f(t), t),
                             forward=torch.compile(model) if compiled else None)
 
-    train_s = _median_step_seconds(step, steps)
+    train_s = median_seconds(step, repeats=steps)
     out = {"params": n_params, "train_tok_s": batch * seq / train_s, "train_step_s": train_s}
     if not compiled:
         out.update(_generation(lambda p, n, cache: generate(model, torch.from_numpy(p), n, greedy=True, use_cache=cache),
                                cfg, gen_tokens, lambda t: t))
     return out
-
-
-def _median_step_seconds(step, steps: int) -> float:
-    """Median seconds of `steps` calls of step() (each runs one training step to completion) after
-    WARMUP_CALLS untimed ones (benchmarks.timing: compilation and the slower first steps)."""
-    from benchmarks.timing import median_seconds
-
-    return median_seconds(step, warmup=WARMUP_CALLS, repeats=steps)
 
 
 def _generation(run, cfg, gen_tokens: int, to_host) -> dict:

@@ -293,7 +293,6 @@ class WaveAttention(nnx.Module):
         return full, full["v"], pos0 + T, {**full, "pos": pos0 + T}
 
     def _pure(self, x_BxTxD, v, t_pos, q_pos, pos0, cache):
-        W = self.cfg.wave.n_waves
         projections = [self._heads(p(x_BxTxD)) for p in (self.q_freq, self.q_phase, self.k_freq, self.k_phase)]
         count = (q_pos + 1).astype(x_BxTxD.dtype)[None, None, :, None]  # positions attended
         if self.mode == "linear":
@@ -303,7 +302,7 @@ class WaveAttention(nnx.Module):
                                                  self.cfg.wave.chunk_size)
             new_cache = None if cache is None else {"S": S, "z": z, "pos": pos0 + v.shape[2]}
             return out, new_cache
-        q, k = _wave_query_key(*projections, t_pos, W)
+        q, k = _wave_query_key(*projections, t_pos)
         k_all, v_all, kv_len, new_cache = self._kv(cache, {"k": k, "v": v}, pos0, q.shape[2])
         scores = jnp.einsum("bhtw,bhsw->bhts", q, k_all["k"]) * self.interference_scale[...]
         if self.kernel_name == "exp":
@@ -314,9 +313,10 @@ class WaveAttention(nnx.Module):
         return jnp.einsum("bhts,bhsd->bhtd", weights, v_all), new_cache
 
 
-def _wave_query_key(q_freq, q_phase, k_freq, k_phase, t_pos, n_waves):
-    """Pure wave queries and keys (B, H, T, W): n_waves^0.25 * unit(sin(freq * t + phase))."""
-    scale = n_waves**0.25
+def _wave_query_key(q_freq, q_phase, k_freq, k_phase, t_pos):
+    """Pure wave queries and keys (B, H, T, W) from the projections (B, H, T, W):
+    W^0.25 * unit(sin(freq * t + phase))."""
+    scale = q_freq.shape[-1] ** 0.25
     q = _l2_normalize(jnp.sin(q_freq * t_pos + q_phase)) * scale
     k = _l2_normalize(jnp.sin(k_freq * t_pos + k_phase)) * scale
     return q, k
@@ -328,7 +328,7 @@ def _pure_linear_attention(q_freq, q_phase, k_freq, k_phase, v, t_pos, gain, sta
     (out (B, H, T, hd), (S, z)). Rematerialised in the backward: under jax.grad of the layer
     scan XLA stacked some twenty (B, H, T, W)-sized intermediates of sin, the normalisation and the
     feature map per layer; recomputing them is cheaper (a wave_gpt+linear-small step on CPU: -8%)."""
-    q, k = _wave_query_key(q_freq, q_phase, k_freq, k_phase, t_pos, q_freq.shape[-1])
+    q, k = _wave_query_key(q_freq, q_phase, k_freq, k_phase, t_pos)
     if kernel_name == "linear":
         # identity kernel: exactly the quadratic identity result g_h (q_t . k_s) / sqrt(t+1)
         out, new_state = causal_linear_attention(q, k, v, normalize=False, chunk_size=chunk_size, state=state,

@@ -17,7 +17,8 @@ axes, as the per-head transition of GateLoopedAttention does over its (d_k, d_v)
   vectorised over all chunks at once, then a lax.scan over the chunk states; O(T) work and
   chunk + T/chunk sequential steps. Benchmarked against the associative scan in
   benchmarks/gateloop_scan.py (docs/gateloop.md has the table).
-- gate_loop_scan_sequential: the plain lax.scan reference (tests compare against it).
+- gate_loop_scan_sequential: a plain lax.scan, one step per position, with a hand-written backward
+  (the reverse recurrence); the CPU default. Tests compare every scan with an autodiff lax.scan.
 - gate_loop_scan_heinsen: the log-space scan of the reference package's `use_heinsen=True`
   (Heinsen 2023): h = exp(A + logcumsumexp(log kv - A)), A = cumsum(log a). Loses precision as
   |A| grows (relative error ~ eps * |A|, worse in the gradient w.r.t. a); docs/gateloop.md says where.
@@ -72,7 +73,8 @@ def gate_loop_scan(a: jax.Array, kv: jax.Array, *, axis: int = 1, h0: jax.Array 
 def gate_loop_scan_sequential(
     a: jax.Array, kv: jax.Array, *, axis: int = 1, h0: jax.Array | None = None
 ) -> jax.Array:
-    """Reference: the same states by a plain jax.lax.scan over `axis`, one step per position."""
+    """The same states by a jax.lax.scan over `axis`, one step per position; its gradient is the
+    reverse recurrence (_sequential_recurrence), not XLA's autodiff of the scan."""
     a, kv, axis = _prepare(a, kv, axis, h0)
     h_T = _sequential_recurrence(jnp.moveaxis(a, axis, 0), jnp.moveaxis(kv, axis, 0))
     return jnp.moveaxis(h_T, 0, axis)
