@@ -14,19 +14,31 @@ from physnets_jax.layers.dense import dense
 from physnets_jax.layers.dropout import Dropout
 from physnets_jax.ops.dropout import apply_keep_mask
 
+
+def _normal_cdf(x):
+    """Phi(x) = (1 + erf(x / sqrt 2)) / 2, elementwise."""
+    return 0.5 * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0))))
+
+
+def gelu(x):
+    """Exact GELU x Phi(x), in torch's erf form. jax.nn.gelu(approximate=False) computes the same
+    function through erfc, whose two-branch XLA:CPU expansion made the MLP's backward recompute
+    cost 2.8 ms per layer at gpt-small (1.1 ms with erf)."""
+    return x * _normal_cdf(x)
+
+
 ACTIVATIONS = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu": gelu,
     "relu": jax.nn.relu,
     "gated": lambda u: _gated(u)[0],
     "sin": lambda x: jnp.sin(x) + 0.1 * x,  # Wave-Native GPT's activations (layers/wave.py)
-    "gelu_sin": lambda x: jax.nn.gelu(x, approximate=False) + 0.1 * jnp.sin(x),
+    "gelu_sin": lambda x: gelu(x) + 0.1 * jnp.sin(x),
 }
 
 
 def _gelu_derivative(u):
-    cdf = 0.5 * (1.0 + jax.lax.erf(u * (1.0 / math.sqrt(2.0))))
     pdf = jnp.exp(-0.5 * u * u) * (1.0 / math.sqrt(2.0 * math.pi))
-    return cdf + u * pdf
+    return _normal_cdf(u) + u * pdf
 
 
 def _gated(u):
