@@ -12,6 +12,7 @@ from flax import nnx
 from physnets_core.config import ModelConfig
 from physnets_jax.layers.dense import dense
 from physnets_jax.layers.dropout import Dropout
+from physnets_jax.ops import trig
 from physnets_jax.ops.dropout import apply_keep_mask
 
 
@@ -31,8 +32,8 @@ ACTIVATIONS = {
     "gelu": gelu,
     "relu": jax.nn.relu,
     "gated": lambda u: _gated(u)[0],
-    "sin": lambda x: jnp.sin(x) + 0.1 * x,  # Wave-Native GPT's activations (layers/wave.py)
-    "gelu_sin": lambda x: gelu(x) + 0.1 * jnp.sin(x),
+    "sin": lambda x: trig.sin(x) + 0.1 * x,  # Wave-Native GPT's activations (layers/wave.py)
+    "gelu_sin": lambda x: gelu(x) + 0.1 * trig.sin(x),
 }
 
 
@@ -55,9 +56,9 @@ def _activation_vjp(name: str, u, dh):
     if name == "gelu":
         return dh * _gelu_derivative(u)
     if name == "sin":
-        return dh * (jnp.cos(u) + 0.1)
+        return dh * (trig.cos(u) + 0.1)
     if name == "gelu_sin":
-        return dh * (_gelu_derivative(u) + 0.1 * jnp.cos(u))
+        return dh * (_gelu_derivative(u) + 0.1 * trig.cos(u))
     _, (value, gate, sig) = _gated(u)
     dvalue = dh * (gate * sig)
     dgate = dh * value * sig * (1.0 + gate * (1.0 - sig))

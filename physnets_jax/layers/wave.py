@@ -22,6 +22,7 @@ from physnets_jax.layers.dropout import Dropout
 from physnets_jax.layers.embedding import Embed
 from physnets_jax.layers.mlp import ACTIVATIONS, apply_mlp
 from physnets_jax.layers.norm import make_norm
+from physnets_jax.ops import trig
 from physnets_jax.ops.linear_attention import causal_linear_attention, feature_map
 
 PHI = (1.0 + math.sqrt(5.0)) / 2.0  # golden ratio
@@ -126,8 +127,8 @@ class WavePacketEmbedding(nnx.Module):
         harmonics = jnp.arange(1, self.n_harmonics + 1, dtype=dtype)
         freqs = base_f[..., None] * harmonics  # (B, T, W, Hh)
         theta = freqs * 2 * math.pi + phases[..., None] + pos_phase[..., None]
-        sin_w = amps * jnp.sin(theta)
-        cos_w = amps * jnp.cos(theta)
+        sin_w = amps * trig.sin(theta)
+        cos_w = amps * trig.cos(theta)
         if self.variant == "blend":
             wave = self.wave_to_embed(jnp.concatenate([sin_w.reshape(B, T, -1), cos_w.reshape(B, T, -1)], axis=-1))
             s = jax.nn.sigmoid(self.wave_ratio[...]).astype(wave.dtype)
@@ -266,8 +267,8 @@ class WaveAttention(nnx.Module):
             amp = jax.nn.softplus(self._heads(self.amp_proj(x_BxTxD))) + 1e-8
             new = {
                 "amp_sq": jnp.sum(amp**2, axis=-1),
-                "phasor_re": jnp.sum(amp * jnp.cos(theta), axis=-1),
-                "phasor_im": jnp.sum(amp * jnp.sin(theta), axis=-1),
+                "phasor_re": jnp.sum(amp * trig.cos(theta), axis=-1),
+                "phasor_im": jnp.sum(amp * trig.sin(theta), axis=-1),
                 "v": v,
             }
             k_all, v_all, kv_len, new_cache = self._kv(cache, new, pos0, T)
@@ -317,8 +318,8 @@ def _wave_query_key(q_freq, q_phase, k_freq, k_phase, t_pos):
     """Pure wave queries and keys (B, H, T, W) from the projections (B, H, T, W):
     W^0.25 * unit(sin(freq * t + phase))."""
     scale = q_freq.shape[-1] ** 0.25
-    q = _l2_normalize(jnp.sin(q_freq * t_pos + q_phase)) * scale
-    k = _l2_normalize(jnp.sin(k_freq * t_pos + k_phase)) * scale
+    q = _l2_normalize(trig.sin(q_freq * t_pos + q_phase)) * scale
+    k = _l2_normalize(trig.sin(k_freq * t_pos + k_phase)) * scale
     return q, k
 
 
