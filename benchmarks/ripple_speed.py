@@ -79,6 +79,7 @@ def main() -> None:
         },
         repeats=args.repeats,
         cpu_time=args.cpu_time,
+        calls_per_turn=2,  # each timed right after its own previous call, as in a training loop
     )
     t_jax, t_torch, t_ref = times["jax"], times["torch"], times["reference"]
 
@@ -88,7 +89,7 @@ def main() -> None:
         ["published per-head formulation (torch eager)", f"{n_tokens / t_ref:,.0f}", f"{t_torch / t_ref:.2f}x"],
     ]
     print(f"ripplegpt-{size}: n_embd {cfg.n_embd}, {cfg.n_layer} layers, batch {args.batch}, seq {args.seq}, "
-          f"forward+backward, median of {args.repeats} interleaved, {'CPU' if args.cpu_time else 'wall'} time, "
+          f"forward+backward, median of {args.repeats} interleaved turns (the second of two calls each), {'CPU' if args.cpu_time else 'wall'} time, "
           f"{torch.get_num_threads()} torch threads")
     print(f"machine: {machine_line()}; {malloc_line}\n")
     print(markdown_table(["implementation", "tokens/s", "vs physnets_torch"], rows))
