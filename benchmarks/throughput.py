@@ -206,9 +206,8 @@ def main() -> None:
     from benchmarks.timing import machine_line, markdown_table
     from physnets_core.config import preset_names, preset_sizes
 
-    presets = args.presets.split(",") if args.presets else [
-        p for p in preset_names() if "enwik8" not in p
-    ] + ["gpt+op", "ripplegpt+op", "wave_gpt+linear"]
+    presets = args.presets.split(",") if args.presets else list(preset_names()) + [
+        "gpt+op", "ripplegpt+op", "wave_gpt+linear"]
     seqs = [int(s) for s in args.seqs.split(",")] if args.seqs else ([256] if args.quick else [256, 1024, 4096])
     batch = args.batch or (4 if args.quick else 8)
     steps = args.steps or 5
