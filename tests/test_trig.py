@@ -60,3 +60,14 @@ def test_other_dtypes_keep_the_library_function_and_their_dtype():
         np.testing.assert_array_equal(np.asarray(got), np.asarray(jnp.sin(jnp.asarray(x))))
     half = trig.cos(jnp.asarray([0.0, 1.0], jnp.bfloat16))
     assert half.dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("name", ["sin", "cos"])
+def test_only_cpu_lowerings_take_the_reduction(name):
+    # GPUs and TPUs keep the library function: the reduction's lax.cond would sync with the host
+    x = jnp.linspace(-3.0, 3.0, 64, dtype=jnp.float32)
+    fn = jax.jit(getattr(trig, name))
+    for platform, reduced in (("cpu", True), ("cuda", False), ("tpu", False)):
+        text = jax.export.export(fn, platforms=[platform])(x).mlir_module()
+        assert ("round_nearest_even" in text) == reduced, platform
+        assert f"stablehlo.{'sine' if name == 'sin' else 'cosine'}" in text, platform

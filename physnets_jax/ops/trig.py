@@ -9,7 +9,9 @@ the same array, within 1.6 ulp of the float64 value (jnp.sin: 0.55 ulp).
 
 The reduction is exact for |x| <= REDUCTION_LIMIT. An array with a larger, infinite or NaN entry
 takes `jnp.sin` / `jnp.cos` instead (a lax.cond on max |x|, one pass over the array). Arrays of
-other dtypes (float64 in the parity tests, bfloat16) always take jnp.sin / jnp.cos.
+other dtypes (float64 in the parity tests, bfloat16) always take jnp.sin / jnp.cos, and so does
+every platform but CPU (`jax.lax.platform_dependent`, chosen when the step is lowered): GPUs and
+TPUs have fast sin and cos, and a data-dependent lax.cond would synchronise with the host there.
 """
 
 from __future__ import annotations
@@ -67,22 +69,32 @@ def _within_reduction(x):
     return jnp.max(jnp.abs(x), initial=0.0) <= REDUCTION_LIMIT
 
 
+def _cpu_sin(x):
+    return jax.lax.cond(_within_reduction(x), _reduced_sin, jnp.sin, x)
+
+
+def _cpu_cos(x):
+    return jax.lax.cond(_within_reduction(x), _reduced_cos, jnp.cos, x)
+
+
 @jax.custom_jvp
 def sin(x: jax.Array) -> jax.Array:
-    """sin(x), elementwise, same shape and dtype as x (float32 by the reduction, see module)."""
+    """sin(x), elementwise, same shape and dtype as x (on CPU in float32 by the reduction, see
+    the module docstring)."""
     x = jnp.asarray(x)
     if x.dtype != jnp.float32:
         return jnp.sin(x)
-    return jax.lax.cond(_within_reduction(x), _reduced_sin, jnp.sin, x)
+    return jax.lax.platform_dependent(x, cpu=_cpu_sin, default=jnp.sin)
 
 
 @jax.custom_jvp
 def cos(x: jax.Array) -> jax.Array:
-    """cos(x), elementwise, same shape and dtype as x (float32 by the reduction, see module)."""
+    """cos(x), elementwise, same shape and dtype as x (on CPU in float32 by the reduction, see
+    the module docstring)."""
     x = jnp.asarray(x)
     if x.dtype != jnp.float32:
         return jnp.cos(x)
-    return jax.lax.cond(_within_reduction(x), _reduced_cos, jnp.cos, x)
+    return jax.lax.platform_dependent(x, cpu=_cpu_cos, default=jnp.cos)
 
 
 @sin.defjvp
