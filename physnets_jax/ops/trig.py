@@ -69,32 +69,30 @@ def _within_reduction(x):
     return jnp.max(jnp.abs(x), initial=0.0) <= REDUCTION_LIMIT
 
 
-def _cpu_sin(x):
-    return jax.lax.cond(_within_reduction(x), _reduced_sin, jnp.sin, x)
+def _fast_where_possible(x, reduced, library):
+    """reduced(x) for a float32 x on CPU with every |x| <= REDUCTION_LIMIT, else library(x)."""
+    x = jnp.asarray(x)
+    if x.dtype != jnp.float32:
+        return library(x)
 
+    def on_cpu(x):
+        return jax.lax.cond(_within_reduction(x), reduced, library, x)
 
-def _cpu_cos(x):
-    return jax.lax.cond(_within_reduction(x), _reduced_cos, jnp.cos, x)
+    return jax.lax.platform_dependent(x, cpu=on_cpu, default=library)
 
 
 @jax.custom_jvp
 def sin(x: jax.Array) -> jax.Array:
     """sin(x), elementwise, same shape and dtype as x (on CPU in float32 by the reduction, see
     the module docstring)."""
-    x = jnp.asarray(x)
-    if x.dtype != jnp.float32:
-        return jnp.sin(x)
-    return jax.lax.platform_dependent(x, cpu=_cpu_sin, default=jnp.sin)
+    return _fast_where_possible(x, _reduced_sin, jnp.sin)
 
 
 @jax.custom_jvp
 def cos(x: jax.Array) -> jax.Array:
     """cos(x), elementwise, same shape and dtype as x (on CPU in float32 by the reduction, see
     the module docstring)."""
-    x = jnp.asarray(x)
-    if x.dtype != jnp.float32:
-        return jnp.cos(x)
-    return jax.lax.platform_dependent(x, cpu=_cpu_cos, default=jnp.cos)
+    return _fast_where_possible(x, _reduced_cos, jnp.cos)
 
 
 @sin.defjvp
