@@ -110,3 +110,31 @@ def test_bad_inputs(backend):
         run(backend, x, x, np.ones(3), np.ones(4), variant="projection")
     with pytest.raises(ValueError, match="variant='sideways' is not a known"):
         run(backend, x, x, np.ones(4), np.ones(4), variant="sideways")
+
+
+def _plain_update(x, y, alpha, beta, variant):
+    """The update written out in jnp, for jax.grad to differentiate (the custom backward's reference)."""
+    proj = jnp.sum(x * y, -1, keepdims=True) / jnp.maximum(jnp.sum(x * x, -1, keepdims=True), 1e-8)
+    parallel = proj * x if variant == "projection" else proj * y / jnp.sum(y, -1, keepdims=True)
+    return x + alpha * (y - proj * x) + beta * parallel
+
+
+@pytest.mark.parametrize("variant", ["projection", "reference"])
+@pytest.mark.parametrize("coef_shape", [(), (1,), (8,)])
+def test_jax_backward_matches_autodiff_of_plain_update(variant, coef_shape):
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(2, 3, 8)), rng.normal(size=(2, 3, 8)) + 0.3
+    x[0, 1] = 0.0  # a token whose ||x||^2 is under the floor: proj = 0, no gradient through the floor
+    alpha, beta = rng.normal(0.25, 0.5, coef_shape), rng.normal(0.15, 0.25, coef_shape)
+    weights = rng.normal(size=x.shape)
+    with jax.enable_x64(True):
+        args = [jnp.asarray(a) for a in (x, y, alpha, beta)]
+
+        def loss(update):
+            return lambda *a: jnp.sum(jnp.asarray(weights) * update(*a, variant))
+
+        got = jax.grad(loss(jupdate), argnums=(0, 1, 2, 3))(*args)
+        want = jax.grad(loss(_plain_update), argnums=(0, 1, 2, 3))(*args)
+    for name, g, w in zip(("x", "y", "alpha", "beta"), got, want):
+        assert g.shape == w.shape, name
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-10, atol=1e-12, err_msg=name)
