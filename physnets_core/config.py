@@ -214,7 +214,10 @@ class ModelConfig:
     attention_impl: str = "dense"
     attention_block: int = 256
 
-    scan_layers: bool = True  # JAX: run identical blocks with lax.scan (faster backward, compile)
+    # JAX: True runs identical blocks as one lax.scan body (compile time flat in depth, for deep
+    # models); False (default) unrolls them, 5-15% faster training steps at the seed sizes on CPU
+    # (the scan zero-fills stacked residual buffers and restacks the weights every step)
+    scan_layers: bool = False
 
     init_std: float = 0.02
     scaled_residual_init: bool = True  # residual projections N(0, std/sqrt(2 n_layer)) (GPT-2)
