@@ -96,6 +96,7 @@ def _mlp_fwd(act, x, w1, b1, w2, b2, keep, keep_prob):
 
 def _mlp_bwd(act, keep_prob, residuals, dout):
     x, w1, b1, w2, b2, keep, u = residuals
+    u = jax.lax.optimization_barrier(u)  # recompute act(u); do not keep the forward's (see attention)
     dw2 = _hidden(act, u, keep, keep_prob).T @ dout
     db2 = None if b2 is None else jnp.sum(dout, axis=0)
     du = _activation_vjp(act, u, apply_keep_mask(dout @ w2.T, keep, keep_prob))
