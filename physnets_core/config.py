@@ -216,7 +216,7 @@ class ModelConfig:
 
     # JAX: True runs identical blocks as one lax.scan body: compile time flat in depth, and less
     # temporary memory at long sequences (ripplegpt-small, 8 x 1024 tokens: 1.7 vs 3.3 GB on CPU).
-    # False (default) unrolls them: 5-18% faster training steps at the seed sizes on CPU (the scan
+    # False (default) unrolls them: 3-15% shorter training steps at the seed sizes on CPU (the scan
     # zero-fills stacked residual buffers and restacks the weights every step)
     scan_layers: bool = False
 

@@ -92,7 +92,7 @@ class Decoder(nnx.Module):
         """Run identical blocks with jax.lax.scan over their stacked states (same result as the
         loop; cfg.scan_layers=True). Compile time then stays flat in depth, but each step stacks
         the blocks' weights, zero-fills the stacked buffers of the residuals the backward reads
-        and unstacks the weight gradients: 5-15% of a seed-size training step on CPU, so the
+        and unstacks the weight gradients: 3-15% of a seed-size training step on CPU, so the
         unrolled loop is the default. Blocks that differ (hybrid mixers) fall back to the loop."""
         graphdef, _ = nnx.split(self.blocks[0])
         states = [nnx.split(block)[1] for block in self.blocks]

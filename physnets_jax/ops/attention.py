@@ -148,9 +148,10 @@ def _self_attention_fwd(q, k, v, slopes_H, keep, with_decay, keep_prob):
 
 def _self_attention_bwd(with_decay, keep_prob, residuals, dout):
     q, k, v, slopes_H, keep, out, lse = residuals
-    # Without the barrier XLA would merge the recomputed scores with the forward's identical ones
-    # when fwd and bwd share one program (unrolled layers) and keep every tile's weights alive
-    # from the forward to the backward: the memory the recompute exists to save.
+    # The barrier keeps XLA from merging the recomputed scores with the forward's identical ones
+    # when forward and backward share one program (unrolled layers), which would keep forward
+    # values alive into the backward, the memory the recompute exists to save (ripplegpt-small,
+    # 8 x 256: 488 -> 462 MB of temporaries with it).
     q, k = jax.lax.optimization_barrier((q, k))
     scale = q.shape[-1] ** -0.5
     # sum_s weights * dweights = sum_d dout * out holds with dropout too (out = dropped weights v)
