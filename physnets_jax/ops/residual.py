@@ -49,7 +49,7 @@ def _update_fwd(x, y, alpha, beta, variant):
 def _sum_to(g, shape):
     """g (..., D) summed over its leading axes (and over D too for a () shape), reshaped to shape."""
     g = jnp.sum(g.reshape(-1, g.shape[-1]), axis=0)
-    return (jnp.sum(g) if shape in ((), (1,)) and g.shape != shape else g).reshape(shape)
+    return g.reshape(shape) if g.shape == shape else jnp.sum(g).reshape(shape)
 
 
 def _update_bwd(variant, residuals, g):
